@@ -1,0 +1,121 @@
+"""Typed settings: defaults < settings file < environment (MEDRAG_*) < explicit arguments.
+
+The settings file is YAML or TOML, found at ``$MEDRAG_CONFIG`` or
+``$MEDRAG_HOME/config.yaml``. Every saved artifact stores the part of the
+settings that made it (see the index manifest), so results can be reproduced.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medrag.errors import ConfigError
+
+DEFAULT_HOME = Path("~/.medrag")
+
+
+class ChunkingSettings(BaseModel):
+    max_words: int = Field(120, ge=10, description="target chunk length in words")
+    overlap_sentences: int = Field(1, ge=0, description="sentences repeated between neighbouring chunks")
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(8, ge=1, le=200, description="evidence passages handed to the composer")
+    candidates: int = Field(50, ge=1, description="hits taken from each retriever before fusion")
+    rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
+    page_weight: float = Field(0.5, ge=0.0, description="weight of page-level evidence in chunk ranking")
+
+
+class AgentSettings(BaseModel):
+    max_sentences: int = Field(3, ge=1, le=20)
+    abstain_below: float = Field(0.35, ge=0.0, le=1.0, description="confidence under which the agent abstains")
+    min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentence support under which verify drops it")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(validate_default=True)
+
+    home: Path = DEFAULT_HOME
+    embedder: str = "all-MiniLM-L6-v2"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    progress: bool = True
+    chunking: ChunkingSettings = ChunkingSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    agent: AgentSettings = AgentSettings()
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(os.path.expandvars(str(value))).expanduser()
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.home / "indexes"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+
+# Environment variables that map onto settings (flat ones only; nested via the file).
+_ENV = {
+    "MEDRAG_HOME": ("home",),
+    "MEDRAG_EMBEDDER": ("embedder",),
+    "MEDRAG_DEVICE": ("device",),
+    "MEDRAG_PROGRESS": ("progress",),
+    "MEDRAG_TOP_K": ("retrieval", "top_k"),
+    "MEDRAG_ABSTAIN_BELOW": ("agent", "abstain_below"),
+}
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"settings file {path} must hold a mapping at the top level")
+    return data
+
+
+def _set(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[keys[-1]] = value
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, a settings file, the environment and keyword overrides."""
+    data: dict[str, Any] = {}
+    env_home = os.environ.get("MEDRAG_HOME")
+    candidates = [path, os.environ.get("MEDRAG_CONFIG")]
+    home = Path(env_home).expanduser() if env_home else DEFAULT_HOME.expanduser()
+    candidates.append(home / "config.yaml")
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        candidate = Path(candidate).expanduser()
+        if candidate.is_file():
+            data = _read_file(candidate)
+            break
+        if candidate == Path(path or "__none__").expanduser():
+            raise ConfigError(f"settings file not found: {candidate}")
+    for var, keys in _ENV.items():
+        if var in os.environ:
+            _set(data, keys, os.environ[var])
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,66 @@
+"""The VectorIndex protocol shared by FAISS and (later) external stores.
+
+Ids are stable strings chosen by the caller (chunk ids); metadata is a JSON
+object per id. Scores are inner products of L2-normalised vectors (cosine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from medrag.types import Hit
+
+Where = Mapping[str, Any]
+"""Metadata filter: every key must match. A value may be a scalar (equality),
+a list/tuple/set (membership) or a dict with any of ``gte``/``lte`` (range)."""
+
+
+def matches(metadata: Mapping[str, Any], where: Where | None) -> bool:
+    """True when ``metadata`` satisfies every condition of ``where``."""
+    if not where:
+        return True
+    for key, cond in where.items():
+        value = metadata.get(key)
+        if isinstance(cond, Mapping):
+            if value is None:
+                return False
+            if "gte" in cond and not value >= cond["gte"]:
+                return False
+            if "lte" in cond and not value <= cond["lte"]:
+                return False
+        elif isinstance(cond, (list, tuple, set, frozenset)):
+            if value not in cond:
+                return False
+        elif value != cond:
+            return False
+    return True
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, id: str) -> bool: ...
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add vectors under new ids; an id already present raises InputError (use upsert)."""
+        ...
+
+    def search(self, vectors: np.ndarray, k: int, where: Where | None = None) -> list[list[Hit]]:
+        """For each query row, up to k hits by descending score, filtered by ``where``."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove ids; returns how many were present."""
+        ...
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a crash mid-save leaves the previous folder intact."""
+        ...

@@ -1,0 +1,194 @@
+"""The data that flows through medrag: documents, chunks, evidence, answers.
+
+Plain dataclasses: cheap to build, easy to serialise (``to_dict``), and
+stable field names that the CLI's JSON output and the server reuse.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+BBox = tuple[float, float, float, float]  # x0, y0, x1, y1 in PDF points, origin top-left
+
+
+@dataclass
+class TextBlock:
+    """A block of text on a page with its bounding box."""
+
+    text: str
+    bbox: BBox
+    kind: str = "text"  # text | heading | caption
+
+
+@dataclass
+class Page:
+    """One page of a document. ``number`` is 1-based, as printed citations use."""
+
+    number: int
+    blocks: list[TextBlock] = field(default_factory=list)
+    width: float = 0.0
+    height: float = 0.0
+    thumbnail_path: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(b.text for b in self.blocks)
+
+
+@dataclass
+class Document:
+    """A parsed source: a PDF book, an ontology, a report collection entry ..."""
+
+    doc_id: str
+    source: str  # file name (or URI) shown in citations
+    title: str
+    kind: str  # pdf | ontology | report | text
+    pages: list[Page] = field(default_factory=list)
+    content_hash: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Chunk:
+    """A retrievable piece of text. A chunk never spans pages, so it cites exactly one."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    source: str
+    title: str
+    page: int | None = None
+    bbox: BBox | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Chunk":
+        record = dict(record)
+        if record.get("bbox") is not None:
+            record["bbox"] = tuple(record["bbox"])
+        return cls(**record)
+
+
+@dataclass
+class Citation:
+    """Where a piece of evidence comes from, precise enough to open it again."""
+
+    source: str
+    chunk_id: str
+    title: str = ""
+    page: int | None = None
+    bbox: BBox | None = None
+    score: float = 0.0
+    locator: dict[str, Any] = field(default_factory=dict)  # figure, node id, report section ...
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["bbox"] = list(self.bbox) if self.bbox is not None else None
+        return out
+
+
+@dataclass
+class Evidence:
+    """A passage (or fact) the answer may rely on, with its citation."""
+
+    evidence_id: str
+    text: str
+    citation: Citation
+    score: float = 0.0
+    kind: str = "text"  # text | figure | graph | measurement
+    scores: dict[str, float] = field(default_factory=dict)  # per-signal scores: dense, lexical, fused
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "evidence_id": self.evidence_id,
+            "text": self.text,
+            "kind": self.kind,
+            "score": self.score,
+            "scores": dict(self.scores),
+            "citation": self.citation.to_dict(),
+        }
+
+
+@dataclass
+class ToolResult:
+    """What a tool returns: evidence to cite, or the error that stopped it."""
+
+    tool: str
+    ok: bool
+    evidence: list[Evidence] = field(default_factory=list)
+    output: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+@dataclass
+class TraceStep:
+    """One step of the agent, kept so users can see how an answer was reached."""
+
+    node: str
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AnswerSentence:
+    text: str
+    citations: list[int]  # 1-based numbers into Answer.citations
+    support: float = 0.0  # how well the cited evidence supports it (verify step)
+
+
+@dataclass
+class Answer:
+    """The agent's answer: text whose sentences cite numbered evidence."""
+
+    question: str
+    text: str
+    abstained: bool
+    confidence: float
+    citations: list[Citation] = field(default_factory=list)
+    sentences: list[AnswerSentence] = field(default_factory=list)
+    trace: list[TraceStep] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "confidence": round(float(self.confidence), 4),
+            "citations": [{"n": i + 1, **c.to_dict()} for i, c in enumerate(self.citations)],
+            "sentences": [asdict(s) for s in self.sentences],
+            "trace": [t.to_dict() for t in self.trace],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
+
+    def format(self) -> str:
+        """Human-readable answer with numbered citations, as the CLI prints it."""
+        lines = [self.text, ""]
+        if self.citations:
+            lines.append("Sources:")
+            for i, c in enumerate(self.citations, start=1):
+                where = f", p. {c.page}" if c.page is not None else ""
+                extra = "".join(f", {k} {v}" for k, v in c.locator.items() if v)
+                lines.append(f"  [{i}] {c.title or c.source}{where}{extra} ({c.source}; score {c.score:.2f})")
+        lines.append(f"Confidence: {self.confidence:.2f}" + (" (abstained)" if self.abstained else ""))
+        return "\n".join(lines)
+
+
+@dataclass
+class Hit:
+    """One search result from a vector or lexical index."""
+
+    id: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
