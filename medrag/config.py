@@ -29,7 +29,8 @@ class RetrievalSettings(BaseModel):
     top_k: int = Field(8, ge=1, le=200, description="evidence passages handed to the composer")
     candidates: int = Field(50, ge=1, description="hits taken from each retriever before fusion")
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
-    page_weight: float = Field(0.5, ge=0.0, description="weight of page-level evidence in chunk ranking")
+    page_weight: float = Field(0.5, ge=0.0, description="weight of the page-level BM25 rank in fusion")
+    figure_weight: float = Field(0.5, ge=0.0, description="boost of caption chunks when the question asks about a figure")
 
 
 class AgentSettings(BaseModel):
