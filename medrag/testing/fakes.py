@@ -26,7 +26,9 @@ class HashingEmbedder:
         if dim < 8:
             raise ValueError("dim must be at least 8")
         self._dim = dim
-        self.name = name or f"hashing-{dim}"
+        # The default name is a spec make_embedder() accepts, so an index built with it
+        # can be reopened from its manifest (CLI ask/search/re-ingest read the stored name).
+        self.name = name or f"hashing:{dim}"
 
     @property
     def dim(self) -> int:
