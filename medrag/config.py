@@ -35,7 +35,7 @@ class RetrievalSettings(BaseModel):
 
 class AgentSettings(BaseModel):
     max_sentences: int = Field(3, ge=1, le=20)
-    abstain_below: float = Field(0.35, ge=0.0, le=1.0, description="confidence under which the agent abstains")
+    abstain_below: float = Field(0.45, ge=0.0, le=1.0, description="confidence under which the agent abstains")
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentence support under which verify drops it")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -61,8 +61,10 @@ class Agent:
         composer: Composer,
         verifier: SupportVerifier,
         settings: Settings | None = None,
+        term_idf: Callable[[Iterable[str]], dict[str, float]] | None = None,
     ) -> None:
         self.search_tool = search_tool
+        self.term_idf = term_idf  # corpus statistics for the confidence's coverage signal
         self.composer = composer
         self.verifier = verifier
         self.settings = settings or load_settings()
@@ -88,6 +90,7 @@ class Agent:
             ExtractiveComposer(embedder, max_sentences=settings.agent.max_sentences),
             SupportVerifier(embedder, min_support=settings.agent.min_support),
             settings,
+            term_idf=index.lexical.idf,
         )
 
     # -- nodes -------------------------------------------------------------
@@ -114,7 +117,7 @@ class Agent:
         verdicts = self.verifier.check(state.get("draft", []), evidence)
         kept = [v for v in verdicts if v.supported]
         dropped = [v.sentence.text for v in verdicts if not v.supported]
-        value, signals = confidence(state["question"], kept, evidence)
+        value, signals = confidence(state["question"], kept, evidence, self.term_idf)
         abstained = not kept or value < self.settings.agent.abstain_below
         step = TraceStep(
             "verify",

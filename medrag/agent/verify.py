@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,14 +63,25 @@ class SupportVerifier:
         return verdicts
 
 
-def confidence(question: str, kept: Sequence[Verdict], evidence: dict[str, Evidence]) -> tuple[float, dict[str, float]]:
+def confidence(
+    question: str,
+    kept: Sequence[Verdict],
+    evidence: dict[str, Evidence],
+    term_idf: Callable[[Iterable[str]], dict[str, float]] | None = None,
+) -> tuple[float, dict[str, float]]:
     """How sure the answer is, from 0 to 1, and the signals behind it.
 
     - relevance: the best question-passage cosine among cited passages (MiniLM:
       ~0.25 is unrelated, ~0.6 on topic), rescaled to 0..1;
     - coverage: IDF-weighted share of the question's words that the cited
-      passages contain;
+      passages contain (IDF over the whole index when ``term_idf`` is given, so
+      a specific term the index never mentions weighs most);
     - support: mean support of the kept sentences.
+
+    Relevance and coverage are multiplied by support: an answer whose sentences
+    are not backed by their citations is not confident however on-topic it is.
+    Coverage weighs as much as relevance because embeddings match look-alike
+    words ("arachnodactyly" ~ "arachnoid") that the passage does not contain.
     """
     if not kept:
         return 0.0, {"relevance": 0.0, "coverage": 0.0, "support": 0.0}
@@ -79,8 +90,11 @@ def confidence(question: str, kept: Sequence[Verdict], evidence: dict[str, Evide
     relevance = float(np.clip((best_dense - 0.25) / 0.35, 0.0, 1.0))
     q_terms = set(tokenize(question))
     cited_terms = [set(tokenize(ev.text)) for ev in cited]
-    idf = idf_weights(q_terms, [set(tokenize(ev.text)) for ev in evidence.values()])
+    if term_idf is not None:
+        idf = term_idf(q_terms)
+    else:
+        idf = idf_weights(q_terms, [set(tokenize(ev.text)) for ev in evidence.values()])
     coverage = weighted_coverage(q_terms, set().union(*cited_terms), idf) if q_terms else 0.0
     support = float(np.mean([v.support for v in kept]))
-    value = 0.45 * relevance + 0.35 * coverage + 0.20 * support
+    value = support * (0.5 * relevance + 0.5 * coverage)
     return float(value), {"relevance": relevance, "coverage": coverage, "support": support}

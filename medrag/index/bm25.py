@@ -17,7 +17,7 @@ import copy
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +273,13 @@ class BM25Index:
         matrix = sparse.csc_matrix((weights, (rows_a, cols_a)), shape=(n_docs, len(vocab)))
         self._built = (doc_ids, vocab, matrix)
         return self._built
+
+    def idf(self, terms: Iterable[str]) -> dict[str, float]:
+        """Idf of each token over the indexed documents; a token never seen gets the largest value."""
+        doc_ids, vocab, matrix = self._build()
+        n_docs = len(doc_ids)
+        df = matrix.getnnz(axis=0)
+        return {t: float(np.log1p((n_docs - (d := df[vocab[t]] if t in vocab else 0) + 0.5) / (d + 0.5))) for t in terms}
 
     def scores(self, query: str) -> dict[str, float]:
         """BM25 score of every document sharing a term with ``query`` (all > 0)."""

@@ -172,9 +172,15 @@ class TextIndex:
         index.settings = manifest.get("settings", {})
         index.created = manifest.get("created", "")
         index.updated = manifest.get("updated", "")
-        index.sources = {r["doc_id"]: SourceRecord(**r) for r in manifest.get("sources", [])}
-        index.dense = FaissIndex.load(path / "dense", embedder=stored)
-        index.lexical = BM25Index.load(path / "lexical")
+        try:
+            index.sources = {r["doc_id"]: SourceRecord(**r) for r in manifest.get("sources", [])}
+        except (KeyError, TypeError) as exc:
+            raise IndexCorrupt(f"{manifest_path} has an unreadable source record: {exc!r}; re-ingest it") from exc
+        try:
+            index.dense = FaissIndex.load(path / "dense", embedder=stored)
+            index.lexical = BM25Index.load(path / "lexical")
+        except IndexNotFound as exc:  # the index exists (it has a manifest) but a part of it is gone
+            raise IndexCorrupt(f"index {path} is incomplete: {exc}") from exc
         index.chunks = {}
         try:
             with (path / "chunks.jsonl").open(encoding="utf-8") as fh:
@@ -187,6 +193,12 @@ class TextIndex:
             raise IndexCorrupt(
                 f"index {path} is inconsistent: {len(index.chunks)} chunks, {len(index.dense)} vectors, "
                 f"{len(index.lexical)} lexical entries; re-ingest it"
+            )
+        stray = [cid for cid in index.chunks if cid not in index.dense or cid not in index.lexical]
+        if stray:
+            raise IndexCorrupt(
+                f"index {path} is inconsistent: {len(stray)} chunks (e.g. {stray[0]!r}) have no vector or "
+                "lexical entry; re-ingest it"
             )
         return index
 
