@@ -249,17 +249,19 @@ class IndexStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file() and not p.name.startswith("."))
 
-    def open(self, name: str, embedder_info: EmbedderInfo | None = None) -> TextIndex:
+    def _require(self, name: str) -> None:
         if not self.exists(name):
             known = ", ".join(self.names()) or "none yet"
             raise IndexNotFound(
                 f"unknown index '{name}' in {self.root} (known: {known}); create it with: medrag ingest PATH --index {name}"
             )
+
+    def open(self, name: str, embedder_info: EmbedderInfo | None = None) -> TextIndex:
+        self._require(name)
         return TextIndex.load(self.path(name), embedder_info)
 
     def info(self, name: str) -> dict[str, Any]:
-        if not self.exists(name):
-            raise IndexNotFound(f"unknown index '{name}' in {self.root}")
+        self._require(name)
         try:
             return json.loads((self.path(name) / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -272,8 +274,7 @@ class IndexStore:
         return target
 
     def delete(self, name: str) -> None:
-        if not self.exists(name):
-            raise IndexNotFound(f"unknown index '{name}' in {self.root}")
+        self._require(name)
         shutil.rmtree(self.path(name))
 
     def iter_manifests(self) -> Iterable[dict[str, Any]]:

@@ -5,6 +5,6 @@ Fakes are honest implementations of an interface (no hard-coded answers):
 vectors and tests run in milliseconds without model weights.
 """
 
-from medrag.testing.fakes import HashingEmbedder
+from medrag.testing.fakes import HashingEmbedder, InMemoryVectorIndex, KeywordSearchTool
 
-__all__ = ["HashingEmbedder"]
+__all__ = ["HashingEmbedder", "InMemoryVectorIndex", "KeywordSearchTool"]
