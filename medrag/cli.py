@@ -200,7 +200,8 @@ def index_delete(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: medrag errors become one line on stderr and a non-zero exit."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, typer returns the code of a typer.Exit raised by a command.
+        code = app(args=argv, standalone_mode=False)
     except MedragError as exc:
         if _state["debug"]:
             raise
@@ -212,13 +213,23 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 1
     except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _click_exceptions()):
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+def _click_exceptions() -> tuple[type, ...]:
+    """ClickException of the click typer runs on: typer >= 0.2x vendors it as typer._click."""
+    found = {cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"}
+    try:
+        import click
+
+        found.add(click.ClickException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(found)
 
 
 if __name__ == "__main__":

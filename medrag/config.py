@@ -8,7 +8,6 @@ settings that made it (see the index manifest), so results can be reproduced.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medrag.errors import ConfigError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport (a declared dependency there)
+    import tomli as tomllib
 
 DEFAULT_HOME = Path("~/.medrag")
 
@@ -90,7 +94,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _set(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     for key in keys[:-1]:
-        tree = tree.setdefault(key, {})
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):  # e.g. "retrieval: 5" in the file: leave it for validation to report
+            return
+        tree = node
     tree[keys[-1]] = value
 
 
@@ -98,18 +105,22 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings from defaults, a settings file, the environment and keyword overrides."""
     data: dict[str, Any] = {}
     env_home = os.environ.get("MEDRAG_HOME")
-    candidates = [path, os.environ.get("MEDRAG_CONFIG")]
     home = Path(env_home).expanduser() if env_home else DEFAULT_HOME.expanduser()
-    candidates.append(home / "config.yaml")
-    for candidate in candidates:
+    # A file named by the caller or by $MEDRAG_CONFIG must exist; $MEDRAG_HOME/config.yaml is optional.
+    candidates = [
+        (path or None, "settings file"),
+        (os.environ.get("MEDRAG_CONFIG") or None, "settings file named by MEDRAG_CONFIG"),
+        (home / "config.yaml", None),
+    ]
+    for candidate, explicit in candidates:
         if candidate is None:
             continue
         candidate = Path(candidate).expanduser()
         if candidate.is_file():
             data = _read_file(candidate)
             break
-        if candidate == Path(path or "__none__").expanduser():
-            raise ConfigError(f"settings file not found: {candidate}")
+        if explicit:
+            raise ConfigError(f"{explicit} not found: {candidate}")
     for var, keys in _ENV.items():
         if var in os.environ:
             _set(data, keys, os.environ[var])

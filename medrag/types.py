@@ -100,7 +100,7 @@ class Evidence:
     text: str
     citation: Citation
     score: float = 0.0
-    kind: str = "text"  # text | figure | graph | measurement
+    kind: str = "text"  # text | figure | term | graph | measurement
     scores: dict[str, float] = field(default_factory=dict)  # per-signal scores: dense, lexical, fused
 
     def to_dict(self) -> dict[str, Any]:

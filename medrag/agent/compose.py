@@ -29,6 +29,18 @@ class Composer(Protocol):
     def compose(self, question: str, evidence: Sequence[Evidence]) -> list[DraftSentence]: ...
 
 
+# Words that frame a question rather than say what it is about ("what does X mean",
+# "what is the term for X"); they are stemmed like every token.
+_FRAMING = "mean meaning means term terms called call name named describe describes described define defined definition refer refers referred known"
+FRAMING_TERMS = frozenset(t for word in _FRAMING.split() for t in tokenize(word))
+
+
+def question_terms(question: str) -> set[str]:
+    """The content words of a question, as BM25 tokens, without framing words."""
+    terms = set(tokenize(question))
+    return (terms - FRAMING_TERMS) or terms
+
+
 def idf_weights(question_terms: set[str], documents: Sequence[set[str]]) -> dict[str, float]:
     """IDF of the question's terms over the candidate sentences: rare terms weigh more."""
     n = len(documents)
@@ -51,8 +63,8 @@ class ExtractiveComposer:
     """Selects up to ``max_sentences`` evidence sentences by relevance to the question.
 
     Relevance mixes meaning (embedding cosine, when an embedder is given),
-    IDF-weighted overlap with the question's words, and the retrieval rank of
-    the passage the sentence came from. Near-duplicate sentences are skipped.
+    IDF-weighted overlap with the question's words, and the retrieval score of
+    the passage the sentence came from (relative to the best passage). Near-duplicate sentences are skipped.
     """
 
     def __init__(
@@ -61,22 +73,35 @@ class ExtractiveComposer:
         *,
         max_sentences: int = 3,
         evidence_limit: int = 6,
-        min_relative_score: float = 0.75,
+        min_relative_score: float = 0.8,
         min_words: int = 4,
+        max_words: int = 80,
     ) -> None:
         self.embedder = embedder
         self.max_sentences = max_sentences
         self.evidence_limit = evidence_limit
         self.min_relative_score = min_relative_score
         self.min_words = min_words
+        self.max_words = max_words
 
     def candidates(self, evidence: Sequence[Evidence]) -> list[tuple[str, Evidence, int]]:
         out = []
         seen: set[str] = set()
         for rank, ev in enumerate(evidence[: self.evidence_limit]):
-            for sentence in split_sentences(ev.text):
+            heading = ev.citation.locator.get("section") or ""
+            # An ontology term ("Name: definition. Also called: ...") is quoted whole:
+            # its synonym list means nothing without the name.
+            sentences = [ev.text] if ev.kind == "term" else split_sentences(ev.text)
+            for sentence in sentences:
+                # Chunking puts the section heading in front of the page's first sentence;
+                # an answer should quote the sentence, not "Bone Repair When a bone breaks ...".
+                if heading and sentence.startswith(heading + " ") and ev.kind != "figure":
+                    sentence = sentence[len(heading) + 1 :].lstrip()
                 key = " ".join(sentence.lower().split())
-                if len(sentence.split()) < self.min_words or key in seen:
+                n_words = len(sentence.split())
+                # Very long "sentences" are glossaries or tables run together, not answers.
+                too_long = n_words > self.max_words and ev.kind != "term"
+                if n_words < self.min_words or too_long or key in seen:
                     continue
                 seen.add(key)
                 out.append((sentence, ev, rank))
@@ -86,7 +111,7 @@ class ExtractiveComposer:
         candidates = self.candidates(evidence)
         if not candidates:
             return []
-        q_terms = set(tokenize(question))
+        q_terms = question_terms(question)
         sent_terms = [set(tokenize(s)) for s, _, _ in candidates]
         idf = idf_weights(q_terms, sent_terms)
         lexical = np.array([weighted_coverage(q_terms, terms, idf) for terms in sent_terms])
@@ -96,7 +121,9 @@ class ExtractiveComposer:
             dense = np.clip(dense, 0.0, 1.0)
         else:
             dense = lexical
-        rank_prior = np.array([1.0 / (1.0 + rank) for _, _, rank in candidates])
+        # Retrieval's own score, relative to the best passage: near-ties in retrieval stay near-ties here.
+        top = max((ev.score for _, ev, _ in candidates), default=0.0)
+        rank_prior = np.array([ev.score / top if top > 0 else 1.0 / (1.0 + rank) for _, ev, rank in candidates])
         scores = 0.45 * dense + 0.35 * lexical + 0.20 * rank_prior
 
         chosen: list[int] = []
@@ -108,14 +135,14 @@ class ExtractiveComposer:
             if any(_jaccard(sent_terms[i], sent_terms[j]) > 0.6 for j in chosen):
                 continue
             chosen.append(int(i))
-        # Read in source order: by the passage's rank, then the sentence's place in it.
-        chosen.sort(key=lambda i: (candidates[i][2], i))
+        # The best sentence leads; the rest follow in source order (passage rank, then place in it).
+        chosen = chosen[:1] + sorted(chosen[1:], key=lambda i: (candidates[i][2], i))
         return [
             DraftSentence(
                 text=candidates[i][0],
                 evidence_ids=[candidates[i][1].evidence_id],
                 score=float(scores[i]),
-                signals={"dense": float(dense[i]), "lexical": float(lexical[i]), "rank": float(rank_prior[i])},
+                signals={"dense": float(dense[i]), "lexical": float(lexical[i]), "retrieval": float(rank_prior[i])},
             )
             for i in chosen
         ]

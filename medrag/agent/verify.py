@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medrag.agent.compose import DraftSentence, idf_weights, weighted_coverage
+from medrag.agent.compose import DraftSentence, idf_weights, question_terms, weighted_coverage
 from medrag.embed.base import TextEmbedder
 from medrag.index.bm25 import tokenize
 from medrag.types import Evidence
@@ -74,7 +74,7 @@ def confidence(
     - relevance: the best question-passage cosine among cited passages (MiniLM:
       ~0.25 is unrelated, ~0.6 on topic), rescaled to 0..1;
     - coverage: IDF-weighted share of the question's words that the cited
-      passages contain (IDF over the whole index when ``term_idf`` is given, so
+      passages contain, together and in the best single passage (IDF over the whole index when ``term_idf`` is given, so
       a specific term the index never mentions weighs most);
     - support: mean support of the kept sentences.
 
@@ -88,13 +88,17 @@ def confidence(
     cited = [evidence[e] for v in kept for e in v.sentence.evidence_ids if e in evidence]
     best_dense = max((ev.scores.get("dense", 0.0) for ev in cited), default=0.0)
     relevance = float(np.clip((best_dense - 0.25) / 0.35, 0.0, 1.0))
-    q_terms = set(tokenize(question))
+    q_terms = question_terms(question)
     cited_terms = [set(tokenize(ev.text)) for ev in cited]
     if term_idf is not None:
         idf = term_idf(q_terms)
     else:
         idf = idf_weights(q_terms, [set(tokenize(ev.text)) for ev in evidence.values()])
-    coverage = weighted_coverage(q_terms, set().union(*cited_terms), idf) if q_terms else 0.0
+    # Half from all cited passages together, half from the best single one: three
+    # passages that each share one word with the question are not one that answers it.
+    union = weighted_coverage(q_terms, set().union(*cited_terms), idf) if q_terms else 0.0
+    best_single = max((weighted_coverage(q_terms, terms, idf) for terms in cited_terms), default=0.0)
+    coverage = 0.5 * union + 0.5 * best_single
     support = float(np.mean([v.support for v in kept]))
     value = support * (0.5 * relevance + 0.5 * coverage)
     return float(value), {"relevance": relevance, "coverage": coverage, "support": support}

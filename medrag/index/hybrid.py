@@ -30,6 +30,10 @@ from medrag.types import Citation, Evidence
 FIGURE_INTENT = re.compile(r"\b(figures?|fig|graphs?|diagrams?|images?|illustrations?|micrographs?|tables?|drawings?|photos?|photographs?)\b", re.I)
 
 
+# Chunk kind -> evidence kind: captions cite figures; an ontology term is one atomic fact.
+EVIDENCE_KIND = {"caption": "figure", "term": "term"}
+
+
 def check_query(query: str) -> str:
     if not isinstance(query, str) or not query.strip():
         raise EmptyQueryError("the question is empty: ask something, e.g. medrag ask \"What is compact bone?\" --index NAME")
@@ -113,7 +117,7 @@ class HybridRetriever:
                     text=chunk.text,
                     citation=citation,
                     score=score,
-                    kind="figure" if chunk.metadata.get("kind") == "caption" else "text",
+                    kind=EVIDENCE_KIND.get(chunk.metadata.get("kind", ""), "text"),
                     scores={
                         "fused": score,
                         "dense": float(dense_score.get(cid, 0.0)),

@@ -22,6 +22,7 @@ def read_ontology(path: str | Path, *, roots: Iterable[str] | None = None, requi
     ``roots`` keeps only terms under these ids (is-a descendants, roots included).
     """
     path = Path(path)
+    roots = list(roots or [])  # read twice below: a generator would be empty the second time
     ontology = read_obo(path)
     keep: set[str] | None = None
     if roots:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medrag.errors import SourceFileError
 
+SYNONYM_SCOPES = frozenset({"EXACT", "RELATED", "BROAD", "NARROW"})
 _QUOTED = re.compile(r'^"((?:[^"\\]|\\.)*)"\s*(.*)$')
 
 
@@ -70,11 +71,13 @@ def read_obo(path: str | Path) -> Ontology:
     terms: dict[str, OboTerm] = {}
     current: OboTerm | None = None
     in_term = False
+    in_header = True  # header lines come before the first stanza ([Term], [Typedef], ...)
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("!"):
             continue
         if line.startswith("["):
+            in_header = False
             in_term = line == "[Term]"
             current = None
             continue
@@ -82,7 +85,7 @@ def read_obo(path: str | Path) -> Ontology:
         if not sep:
             continue
         value = re.sub(r"\s+!.*$", "", value) if key in {"is_a", "xref"} else value
-        if not in_term and current is None and not terms:
+        if in_header:
             if key == "property_value" and re.match(r"(dc:|http://purl.org/dc/elements/1.1/)title ", value):
                 header["title"] = _unquote(value.split(" ", 1)[1])[0]
             header.setdefault(key, value)
@@ -100,7 +103,8 @@ def read_obo(path: str | Path) -> Ontology:
             current.definition = _unquote(value)[0]
         elif key == "synonym":
             syn, rest = _unquote(value)
-            current.synonyms.append((syn, rest.split()[0] if rest else "RELATED"))
+            scope = rest.split()[0] if rest else ""
+            current.synonyms.append((syn, scope if scope in SYNONYM_SCOPES else "RELATED"))  # OBO 1.2: scope optional
         elif key == "is_a":
             current.is_a.append(value.split()[0])
         elif key == "xref":
