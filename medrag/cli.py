@@ -92,8 +92,14 @@ def ingest(
     embedder: Annotated[Optional[str], typer.Option(help="embedder: packaged name, local path, hub id, or hashing:DIM")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable files instead of stopping")] = False,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    id_field: Annotated[Optional[str], typer.Option(help="JSONL/CSV: field holding the record id")] = None,
+    text_field: Annotated[Optional[list[str]], typer.Option(help="JSONL/CSV: text field(s), one chunk set each")] = None,
+    title_field: Annotated[Optional[str], typer.Option(help="JSONL/CSV: field holding the title")] = None,
 ) -> None:
-    """Add documents to an index. Unchanged files are skipped; changed files replace their old version."""
+    """Add documents to an index: PDFs, .obo ontologies, JSONL/CSV records (reports, abstracts).
+
+    Unchanged files are skipped; changed files replace their old version.
+    """
     from medrag.embed.text import make_embedder
     from medrag.index.text_index import IndexStore, validate_index_name
     from medrag.ingest.pipeline import ingest as run_ingest
@@ -103,7 +109,17 @@ def ingest(
     settings = _settings(progress=progress)
     store = IndexStore(settings.indexes_dir)
     spec = embedder or (store.info(index)["embedder"]["name"] if store.exists(index) else settings.embedder)
-    report = run_ingest(paths, index_name=index, embedder=make_embedder(spec, device=settings.device), settings=settings, skip_bad=skip_bad)
+    from medrag.ingest.records import RecordMapping
+
+    mapping = RecordMapping(id_field, tuple(text_field or ()), title_field) if (id_field or text_field or title_field) else None
+    report = run_ingest(
+        paths,
+        index_name=index,
+        embedder=make_embedder(spec, device=settings.device),
+        settings=settings,
+        skip_bad=skip_bad,
+        mapping=mapping,
+    )
     for path, reason in report.failed:
         typer.echo(f"skipped {path}: {reason}", err=True)
     typer.echo(report.summary())
@@ -158,6 +174,62 @@ def search(
         where = f" p.{ev.citation.page}" if ev.citation.page is not None else ""
         typer.echo(f"[{n}] {ev.citation.source}{where} {ev.evidence_id} score={ev.score:.4f} dense={ev.scores['dense']:.3f}")
         typer.echo("    " + ev.text[:300].replace("\n", " "))
+
+
+@index_app.command("search")
+def index_search(
+    name: Annotated[str, typer.Argument(help="index name")],
+    query: Annotated[Optional[str], typer.Argument(help="one query (or use --queries)")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help='JSONL file, one {"qid", "text"} per line')] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="records per query")] = 10,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON line per query")] = False,
+) -> None:
+    """Search an index for records (report ids, abstract ids, book passages), one result list per query."""
+    from medrag.embed.text import make_embedder
+    from medrag.errors import InputError
+    from medrag.index.hybrid import HybridRetriever, record_hits
+    from medrag.index.text_index import IndexStore
+
+    if query and queries:
+        raise InputError("give either a QUERY or --queries FILE, not both")
+    items = _read_queries(queries) if queries else [{"qid": "q1", "text": query or ""}]
+    _quiet_libraries()
+    settings = _settings()
+    store = IndexStore(settings.indexes_dir)
+    embedder = make_embedder(store.info(name)["embedder"]["name"], device=settings.device)
+    retriever = HybridRetriever(store.open(name, embedder.info()), embedder, settings.retrieval)
+    # Passages are collapsed onto records, so fetch more passages than records asked for.
+    results = retriever.search_many([item["text"] for item in items], k=max(k * 4, k), mode=mode)
+    for item, evidence in zip(items, results):
+        hits = record_hits(evidence, k)
+        if as_json:
+            typer.echo(json.dumps({"qid": item["qid"], "hits": hits}, ensure_ascii=False))
+        else:
+            typer.echo(f"{item['qid']}: {item['text']}")
+            for n, hit in enumerate(hits, start=1):
+                typer.echo(f"  [{n}] {hit['id']} score={hit['score']:.4f} ({hit['metadata']['source']})")
+
+
+def _read_queries(path: Path) -> list[dict]:
+    from medrag.errors import InputError, SourceFileError
+
+    if not path.is_file():
+        raise SourceFileError(path, "file not found")
+    items = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceFileError(f"{path}:{line_no}", f"invalid JSON: {exc.msg}") from exc
+        if not isinstance(item, dict) or not str(item.get("text", "")).strip():
+            raise SourceFileError(f"{path}:{line_no}", 'each line must be an object with a non-empty "text"')
+        items.append({"qid": str(item.get("qid", line_no)), "text": str(item["text"])})
+    if not items:
+        raise InputError(f"{path} holds no queries")
+    return items
 
 
 @index_app.command("list")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from medrag.config import RetrievalSettings
 from medrag.embed.base import TextEmbedder
-from medrag.errors import EmptyQueryError
+from medrag.errors import EmptyQueryError, InputError
 from medrag.index.base import Where
 from medrag.index.fusion import reciprocal_rank_fusion
 from medrag.index.bm25 import BM25Index
@@ -30,6 +30,9 @@ from medrag.types import Citation, Evidence
 FIGURE_INTENT = re.compile(r"\b(figures?|fig|graphs?|diagrams?|images?|illustrations?|micrographs?|tables?|drawings?|photos?|photographs?)\b", re.I)
 
 
+MODES = ("hybrid", "dense", "bm25")
+# Chunk metadata shown in citations: where in the book, which term, which report section.
+LOCATOR_FIELDS = ("section", "figure", "table", "node_id", "record_id", "record_section")
 # Chunk kind -> evidence kind: captions cite figures; an ontology term is one atomic fact.
 EVIDENCE_KIND = {"caption": "figure", "term": "term"}
 
@@ -64,27 +67,32 @@ class HybridRetriever:
     def _page_id(doc_id: str, page: int) -> str:
         return f"{doc_id}#{page}"
 
-    def search(self, query: str, k: int | None = None, where: Where | None = None) -> list[Evidence]:
-        return self.search_many([query], k, where)[0]
+    def search(self, query: str, k: int | None = None, where: Where | None = None, mode: str = "hybrid") -> list[Evidence]:
+        return self.search_many([query], k, where, mode)[0]
 
-    def search_many(self, queries: Sequence[str], k: int | None = None, where: Where | None = None) -> list[list[Evidence]]:
+    def search_many(
+        self, queries: Sequence[str], k: int | None = None, where: Where | None = None, mode: str = "hybrid"
+    ) -> list[list[Evidence]]:
+        """Search each query; ``mode`` is hybrid (default), dense or bm25 (the single retrievers, for comparison)."""
+        if mode not in MODES:
+            raise InputError(f"unknown search mode '{mode}'; use one of {', '.join(MODES)}")
         queries = [check_query(q) for q in queries]
         k = k or self.settings.top_k
         n = self.settings.candidates
         vectors = self.embedder.embed_queries(queries)
-        dense_hits = self.index.dense.search(vectors, n, where=where)
-        return [self._fuse(q, v, dense, k, where) for q, v, dense in zip(queries, vectors, dense_hits)]
+        dense_hits = self.index.dense.search(vectors, n, where=where) if mode != "bm25" else [[] for _ in queries]
+        return [self._fuse(q, v, dense, k, where, mode) for q, v, dense in zip(queries, vectors, dense_hits)]
 
-    def _fuse(self, query: str, vector, dense_hits, k: int, where: Where | None) -> list[Evidence]:
-        lexical_hits = self.index.lexical.search(query, self.settings.candidates, where=where)
+    def _fuse(self, query: str, vector, dense_hits, k: int, where: Where | None, mode: str = "hybrid") -> list[Evidence]:
+        lexical_hits = self.index.lexical.search(query, self.settings.candidates, where=where) if mode != "dense" else []
         dense_score = {h.id: h.score for h in dense_hits}
         lexical_score = {h.id: h.score for h in lexical_hits}
         rrf = self.settings.rrf_k
         fused = dict(reciprocal_rank_fusion([[h.id for h in dense_hits], [h.id for h in lexical_hits]], k=rrf))
         page_rank = {}
-        if self.settings.page_weight > 0 and len(self.pages):
+        if mode == "hybrid" and self.settings.page_weight > 0 and len(self.pages):
             page_rank = {h.id: rank for rank, h in enumerate(self.pages.search(query, self.settings.candidates))}
-        wants_figure = bool(FIGURE_INTENT.search(query))
+        wants_figure = mode == "hybrid" and bool(FIGURE_INTENT.search(query))
         final = {}
         for cid, score in fused.items():
             chunk = self.index.chunks[cid]
@@ -109,7 +117,7 @@ class HybridRetriever:
                 page=chunk.page,
                 bbox=chunk.bbox,
                 score=round(score / best, 4),
-                locator={key: chunk.metadata[key] for key in ("section", "figure", "node_id") if chunk.metadata.get(key)},
+                locator={key: chunk.metadata[key] for key in LOCATOR_FIELDS if chunk.metadata.get(key)},
             )
             evidence.append(
                 Evidence(
@@ -126,3 +134,22 @@ class HybridRetriever:
                 )
             )
         return evidence
+
+
+def record_hits(evidence: Sequence[Evidence], k: int | None = None) -> list[dict]:
+    """Collapse passages onto the records they come from, best first.
+
+    A record is a report/abstract id when the source has one (JSONL/CSV
+    records), else the chunk itself (a book passage, an ontology term).
+    """
+    out: dict[str, dict] = {}
+    for ev in evidence:
+        record_id = ev.citation.locator.get("record_id") or ev.evidence_id
+        if record_id not in out:
+            out[record_id] = {
+                "id": record_id,
+                "score": round(float(ev.score), 6),
+                "metadata": {"source": ev.citation.source, "page": ev.citation.page, "chunk_id": ev.evidence_id, **ev.citation.locator},
+            }
+    hits = list(out.values())
+    return hits[:k] if k else hits

@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 # Metadata copied into the vector/lexical indexes so searches can filter on it.
-FILTER_FIELDS = ("doc_id", "source", "page", "kind", "section", "figure")
+FILTER_FIELDS = ("doc_id", "source", "page", "kind", "section", "figure", "record_id", "record_section", "year", "modality", "date")
 
 
 def validate_index_name(name: str) -> str:

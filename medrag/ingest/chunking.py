@@ -88,6 +88,12 @@ def _pack(sentences: list[_Sentence], max_words: int, overlap: int, heading_word
     return groups
 
 
+def pack_text(text: str, max_words: int = 120, overlap_sentences: int = 1) -> list[str]:
+    """Split plain text (a report section, an abstract) into sentence-aligned pieces of ~max_words."""
+    sentences = [piece for sentence in split_sentences(text) for piece in _pieces(sentence, 0, max_words)]
+    return [" ".join(s.text for s in group) for group in _pack(sentences, max_words, overlap_sentences, 0)]
+
+
 def _union(boxes: list[BBox]) -> BBox | None:
     if not boxes:
         return None

@@ -83,5 +83,5 @@ def chunk_ontology(doc: Document) -> list[Chunk]:
 
 
 @sources.register(".obo")
-def _read_obo_source(path: Path, settings: Settings) -> Document:
+def _read_obo_source(path: Path, settings: Settings, **_options) -> Document:
     return read_ontology(path)

@@ -23,6 +23,7 @@ from medrag.config import Settings
 from medrag.embed.base import TextEmbedder
 from medrag.errors import InputError, MedragError, SourceFileError
 import medrag.ingest.ontology  # noqa: F401  (registers the .obo reader)
+import medrag.ingest.records  # noqa: F401  (registers the .jsonl and .csv readers)
 from medrag.index.text_index import IndexStore, SourceRecord, TextIndex, embedding_text
 from medrag.registry import sources
 from medrag.types import Chunk, Document
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 @sources.register(".pdf")
-def _read_pdf_source(path: Path, settings: Settings) -> Document:
+def _read_pdf_source(path: Path, settings: Settings, **_options) -> Document:
     from medrag.ingest.pdf import read_pdf
 
     return read_pdf(path, thumbnails_dir=settings.home / "assets" / "pages")
@@ -43,6 +44,10 @@ def chunk_for(doc: Document, settings: Settings) -> list[Chunk]:
         from medrag.ingest.ontology import chunk_ontology
 
         return chunk_ontology(doc)
+    if doc.kind == "records":
+        from medrag.ingest.records import chunk_records
+
+        return chunk_records(doc, **settings.chunking.model_dump())
     from medrag.ingest.chunking import chunk_document
 
     return chunk_document(doc, **settings.chunking.model_dump())
@@ -81,11 +86,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_source(path: Path, settings: Settings) -> Document:
+def read_source(path: Path, settings: Settings, **options) -> Document:
+    """Read one file with the reader registered for its suffix; ``options`` (e.g. ``mapping``) go to the reader."""
     suffix = path.suffix.lower()
     if suffix not in sources:
         raise SourceFileError(path, f"unsupported file type '{suffix or '(none)'}'; supported: {', '.join(supported_suffixes())}")
-    return sources.get(suffix)(path, settings)
+    return sources.get(suffix)(path, settings, **options)
 
 
 @dataclass
@@ -145,8 +151,12 @@ def ingest(
     settings: Settings,
     skip_bad: bool = False,
     progress: bool | None = None,
+    mapping=None,
 ) -> IngestReport:
-    """Ingest files into the named index under ``settings.home`` and save it atomically."""
+    """Ingest files into the named index under ``settings.home`` and save it atomically.
+
+    ``mapping`` (a RecordMapping) says which fields of JSONL/CSV records are id, title and text.
+    """
     started = time.perf_counter()
     show = settings.progress if progress is None else progress
     store = IndexStore(settings.indexes_dir)
@@ -161,7 +171,10 @@ def ingest(
             if index.has_content(content_hash):
                 report.unchanged.append(path.name)
                 continue
-            doc = read_source(path, settings)
+            doc = read_source(path, settings, **({"mapping": mapping} if mapping is not None else {}))
+            if index.has_content(doc.content_hash):  # readers that hash file + options (records)
+                report.unchanged.append(path.name)
+                continue
             chunks = chunk_for(doc, settings)
         except MedragError as exc:
             if not skip_bad:
