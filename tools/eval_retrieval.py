@@ -6,8 +6,8 @@ DIR has the layout of ../shared/data:
 - mirage/: corpus.jsonl (documents with the ``question_ids`` they answer) and
   benchmark_dev.json; the pubmedqa and bioasq questions are searched against
   the corpus (record-level: a hit is a gold document id);
-- textbook/: PDFs + questions JSONL; a hit is a passage from a gold or
-  also-supporting page.
+- textbook/: PDFs + questions JSONL; items are pages (each at its best
+  passage), a hit is a gold or also-supporting page.
 recall@k here is the share of questions with at least one relevant item in
 the top k; nDCG@10 uses binary relevance. Indexes are built under --home
 (temporary by default; pass a folder to reuse them across runs).
@@ -92,8 +92,9 @@ def evaluate_textbook(folder: Path, settings, embedder) -> dict:
     relevant = [{f"{q['gold_pdf']}#{p}" for p in q["gold_pages"] + q.get("also_supported_pages", [])} for q in questions]
     results = {}
     for mode in MODES:
-        found = retriever.search_many([q["question"] for q in questions], k=10, mode=mode)
-        rankings = [[f"{ev.citation.source}#{ev.citation.page}" for ev in evs] for evs in found]
+        found = retriever.search_many([q["question"] for q in questions], k=30, mode=mode)
+        # Ranked pages (a page counted once, at its best passage), so nDCG stays in [0, 1].
+        rankings = [unique([f"{ev.citation.source}#{ev.citation.page}" for ev in evs]) for evs in found]
         results[mode] = score_rankings(rankings, relevant)
     results["corpus"] = {"chunks": len(index)}
     return results
