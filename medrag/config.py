@@ -50,6 +50,7 @@ class Settings(BaseModel):
     embedder: str = "all-MiniLM-L6-v2"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     progress: bool = True
+    ocr: str = Field("auto", description="OCR for pages without text: auto, off, rapidocr, tesseract")
     chunking: ChunkingSettings = ChunkingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     agent: AgentSettings = AgentSettings()
@@ -74,6 +75,7 @@ _ENV = {
     "MEDRAG_EMBEDDER": ("embedder",),
     "MEDRAG_DEVICE": ("device",),
     "MEDRAG_PROGRESS": ("progress",),
+    "MEDRAG_OCR": ("ocr",),
     "MEDRAG_TOP_K": ("retrieval", "top_k"),
     "MEDRAG_ABSTAIN_BELOW": ("agent", "abstain_below"),
 }

@@ -20,6 +20,7 @@ class TextBlock:
     text: str
     bbox: BBox
     kind: str = "text"  # text | heading | caption
+    confidence: float | None = None  # OCR confidence (0..1) when the text came from OCR
 
 
 @dataclass

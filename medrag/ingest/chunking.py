@@ -125,6 +125,9 @@ def _chunk_page(
 
     def emit(text: str, block_ids: list[int], meta: dict) -> None:
         i = len(out)
+        confidences = [blocks[b].confidence for b in set(block_ids) if blocks[b].confidence is not None]
+        if confidences:  # text read by OCR: keep how sure the engine was
+            meta = {**meta, "ocr_confidence": round(min(confidences), 4)}
         out.append(
             Chunk(
                 chunk_id=f"{doc.doc_id}:p{page.number:04d}:c{i:03d}",

@@ -14,11 +14,15 @@ from collections import Counter
 from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pymupdf
 
 from medrag.errors import SourceFileError
 from medrag.types import BBox, Document, Page, TextBlock
+
+if TYPE_CHECKING:
+    from medrag.ingest.ocr import OcrEngine
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +57,26 @@ class _Line:
     sizes: Counter  # font size -> characters
     bold_chars: int
     chars: int
+    confidence: float | None = None  # set for OCR lines
 
 
-def read_pdf(path: str | Path, *, thumbnails_dir: Path | None = None, thumbnail_width: int = 300) -> Document:
-    """Parse a PDF file into a Document with one Page per PDF page (1-based numbers)."""
+def read_pdf(
+    path: str | Path,
+    *,
+    thumbnails_dir: Path | None = None,
+    thumbnail_width: int = 300,
+    ocr: "OcrEngine | str | None" = None,
+    ocr_dpi: int = 150,
+) -> Document:
+    """Parse a PDF file into a Document with one Page per PDF page (1-based numbers).
+
+    Pages without a text layer are read by OCR when ``ocr`` names an engine
+    ("auto", "rapidocr", "tesseract") or is one; their blocks carry the OCR
+    confidence. With ``ocr=None`` such pages stay empty.
+    """
+    from medrag.ingest.ocr import make_ocr
+
+    engine = make_ocr(ocr) if isinstance(ocr, str) else ocr
     path = Path(path)
     data = _read_checked(path)
     digest = hashlib.sha256(data).hexdigest()
@@ -74,12 +94,19 @@ def read_pdf(path: str | Path, *, thumbnails_dir: Path | None = None, thumbnail_
             raw_pages = [_page_lines(page) for page in pdf]
         except (RuntimeError, ValueError) as exc:
             raise SourceFileError(path, f"corrupt or unreadable PDF: {exc}") from exc
+        without_text = [i for i, (lines_by_block, _, _) in enumerate(raw_pages) if not lines_by_block]
+        empty_pages = len(without_text)
+        ocr_pages = 0
+        if engine is not None:
+            for i in without_text:
+                _, width, height = raw_pages[i]
+                raw_pages[i] = (_ocr_page_lines(pdf[i], engine, ocr_dpi), width, height)
+                ocr_pages += 1
         metadata = pdf.metadata or {}
         body_size = _body_font_size(raw_pages)
         furniture = _furniture_keys(raw_pages)
 
         pages: list[Page] = []
-        empty_pages = 0
         for number, (page, (lines_by_block, width, height)) in enumerate(zip(pdf, raw_pages), start=1):
             blocks = []
             for lines in lines_by_block:
@@ -87,8 +114,6 @@ def read_pdf(path: str | Path, *, thumbnails_dir: Path | None = None, thumbnail_
                 block = _make_block(kept, body_size, width, height)
                 if block is not None:
                     blocks.append(block)
-            if not any(lines_by_block):
-                empty_pages += 1
             thumb = None
             if thumbnails_dir is not None:
                 thumb = _render_thumbnail(page, Path(thumbnails_dir) / f"{doc_id}_p{number:04d}.png", thumbnail_width)
@@ -99,11 +124,21 @@ def read_pdf(path: str | Path, *, thumbnails_dir: Path | None = None, thumbnail_
         "author": (metadata.get("author") or "").strip(),
         "path": str(path.resolve()),
     }
+    if ocr_pages:
+        confidences = [b.confidence for p in pages for b in p.blocks if b.confidence is not None]
+        doc_metadata["ocr"] = {
+            "engine": engine.name,
+            "pages": ocr_pages,
+            "dpi": ocr_dpi,
+            "mean_confidence": round(sum(confidences) / len(confidences), 4) if confidences else None,
+        }
     if empty_pages:
         doc_metadata["pages_without_text"] = empty_pages
         log.warning(
-            "%s: %d of %d pages have no text layer; OCR is not applied yet, so they yield no text",
+            "%s: %d of %d pages have no text layer%s",
             path.name, empty_pages, len(pages),
+            f"; read by OCR ({engine.name})" if ocr_pages else
+            '; they yield no text (install an OCR engine: pip install "medrag[ocr]" or the tesseract-ocr package)',
         )
     title = (metadata.get("title") or "").strip() or path.stem
     return Document(
@@ -228,7 +263,9 @@ def _make_block(lines: list[_Line], body_size: float, width: float, height: floa
         max(ln.bbox[2] for ln in lines),
         max(ln.bbox[3] for ln in lines),
     )
-    return TextBlock(text=text, bbox=bbox, kind=_block_kind(text, lines, body_size))
+    confidences = [ln.confidence for ln in lines if ln.confidence is not None]
+    confidence = round(sum(confidences) / len(confidences), 4) if confidences else None
+    return TextBlock(text=text, bbox=bbox, kind=_block_kind(text, lines, body_size), confidence=confidence)
 
 
 def _block_kind(text: str, lines: list[_Line], body_size: float) -> str:
@@ -258,3 +295,36 @@ def _render_thumbnail(page: pymupdf.Page, target: Path, width: int) -> str:
     pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
     pix.save(str(target))
     return str(target)
+
+
+def _ocr_page_lines(page: pymupdf.Page, engine, dpi: int) -> list[list[_Line]]:
+    """OCR a page into lines grouped into paragraph blocks, in page coordinates.
+
+    Line height stands in for font size, so headings (taller lines) and
+    furniture (repeating margin lines) are found as on text pages.
+    """
+    import numpy as np
+
+    zoom = dpi / 72.0
+    pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB)
+    image = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width, 3)
+    blocks: list[list[_Line]] = []
+    previous: _Line | None = None
+    for found in engine.recognize(image):
+        text = _WS_RE.sub(" ", found.text).strip()
+        if not text:
+            continue
+        x0, y0, x1, y1 = (v / zoom for v in found.box)
+        size = round(y1 - y0, 0)
+        line = _Line(text, (x0, y0, x1, y1), Counter({size: len(text)}), 0, len(text), found.confidence)
+        # A new paragraph starts after a vertical gap, a jump in indentation, or a change of line height.
+        if (
+            previous is None
+            or y0 - previous.bbox[3] > 0.6 * size
+            or abs(x0 - previous.bbox[0]) > 2 * size
+            or abs(size - next(iter(previous.sizes))) > 0.4 * size
+        ):
+            blocks.append([])
+        blocks[-1].append(line)
+        previous = line
+    return blocks

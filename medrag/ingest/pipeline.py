@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 def _read_pdf_source(path: Path, settings: Settings, **_options) -> Document:
     from medrag.ingest.pdf import read_pdf
 
-    return read_pdf(path, thumbnails_dir=settings.home / "assets" / "pages")
+    return read_pdf(path, thumbnails_dir=settings.home / "assets" / "pages", ocr=settings.ocr)
 
 
 def chunk_for(doc: Document, settings: Settings) -> list[Chunk]:
