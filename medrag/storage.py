@@ -155,3 +155,35 @@ def atomic_folder(path: str | Path, *, marker: str | None = "manifest.json") -> 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def recover_folder(path: str | Path) -> bool:
+    """Finish what a save killed mid-commit left behind; True when ``path`` exists afterwards.
+
+    atomic_folder moves the old folder to a backup before renaming the new one
+    in; a kill between those two renames leaves only the backup. Restore the
+    newest backup then, and remove leftover temp folders of dead saves.
+    """
+    target = Path(os.path.abspath(Path(path).expanduser()))
+    parent = target.parent
+    if not parent.is_dir():
+        return False
+    if not target.exists():
+        backups = sorted(parent.glob(f".{target.name}.bak-*"), key=lambda p: p.stat().st_mtime)
+        if backups:
+            os.replace(backups[-1], target)
+            fsync_dir(parent)
+    return target.exists()
+
+
+def remove_stale_temp(path: str | Path, older_than_s: float = 3600.0) -> int:
+    """Delete temp and backup folders of saves that died over ``older_than_s`` ago."""
+    import time
+
+    target = Path(os.path.abspath(Path(path).expanduser()))
+    removed = 0
+    for leftover in list(target.parent.glob(f".{target.name}.tmp-*")) + list(target.parent.glob(f".{target.name}.bak-*")):
+        if target.exists() and time.time() - leftover.stat().st_mtime > older_than_s:
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed += 1
+    return removed

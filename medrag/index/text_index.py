@@ -29,7 +29,7 @@ from medrag.embed.base import EmbedderInfo, TextEmbedder
 from medrag.errors import IndexCorrupt, IndexMismatch, IndexNotFound, InputError
 from medrag.index.bm25 import BM25Index
 from medrag.index.faiss_index import FaissIndex
-from medrag.storage import atomic_folder, write_json
+from medrag.storage import atomic_folder, recover_folder, remove_stale_temp, write_json
 from medrag.types import Chunk
 
 FORMAT = "medrag.text-index"
@@ -242,11 +242,15 @@ class IndexStore:
         return self.root / validate_index_name(name)
 
     def exists(self, name: str) -> bool:
-        return (self.path(name) / "manifest.json").is_file()
+        path = self.path(name)
+        recover_folder(path)  # a save killed between its two renames leaves only a backup
+        return (path / "manifest.json").is_file()
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
+        for leftover in self.root.glob(".*.bak-*"):  # indexes whose save was killed mid-commit
+            recover_folder(self.root / leftover.name[1:].rsplit(".bak-", 1)[0])
         return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file() and not p.name.startswith("."))
 
     def _require(self, name: str) -> None:
@@ -270,6 +274,7 @@ class IndexStore:
     def save(self, index: TextIndex) -> Path:
         target = self.path(index.name)
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp(target)
         index.save(target)
         return target
 
