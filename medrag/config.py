@@ -35,6 +35,10 @@ class RetrievalSettings(BaseModel):
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
     page_weight: float = Field(0.5, ge=0.0, description="weight of the page-level BM25 rank in fusion")
     figure_weight: float = Field(0.5, ge=0.0, description="boost of caption chunks when the question asks about a figure")
+    adaptive_ratio: float | None = Field(
+        None, gt=0.0, le=1.0, description="adaptive k: keep passages scoring at least this share of the best (None = fixed k)"
+    )
+    dedup_threshold: float = Field(0.9, gt=0.0, le=1.0, description="word overlap above which a lower-ranked passage is a duplicate")
 
 
 class AgentSettings(BaseModel):

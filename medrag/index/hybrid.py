@@ -31,6 +31,7 @@ FIGURE_INTENT = re.compile(r"\b(figures?|fig|graphs?|diagrams?|images?|illustrat
 
 
 MODES = ("hybrid", "dense", "bm25")
+_WORDS = re.compile(r"[a-z0-9]+")
 # Chunk metadata shown in citations: where in the book, which term, which report section.
 LOCATOR_FIELDS = ("section", "figure", "table", "node_id", "record_id", "record_section")
 # Chunk kind -> evidence kind: captions cite figures; an ontology term is one atomic fact.
@@ -62,6 +63,24 @@ class HybridRetriever:
             if texts:
                 self._pages.add(list(texts), [" ".join(parts) for parts in texts.values()])
         return self._pages
+
+    def _dedup(self, ranked: list[tuple[str, float]], k: int) -> list[tuple[str, float]]:
+        """The top k passages, skipping any that repeats a higher-ranked one almost word for word.
+
+        Neighbouring chunks share an overlap sentence, and books restate passages in
+        chapter reviews; near-copies waste the composer's budget.
+        """
+        kept: list[tuple[str, float]] = []
+        kept_words: list[set[str]] = []
+        for cid, score in ranked:
+            words = set(_WORDS.findall(self.index.chunks[cid].text.lower()))
+            if any(len(words & other) / max(len(words | other), 1) >= self.settings.dedup_threshold for other in kept_words):
+                continue
+            kept.append((cid, score))
+            kept_words.append(words)
+            if len(kept) == k:
+                break
+        return kept
 
     @staticmethod
     def _page_id(doc_id: str, page: int) -> str:
@@ -103,8 +122,10 @@ class HybridRetriever:
             if wants_figure and chunk.metadata.get("kind") == "caption":
                 score += self.settings.figure_weight / (rrf + 1)
             final[cid] = score
-        ranked = sorted(final.items(), key=lambda item: (-item[1], item[0]))[:k]
+        ranked = self._dedup(sorted(final.items(), key=lambda item: (-item[1], item[0])), k)
         best = ranked[0][1] if ranked else 1.0
+        if self.settings.adaptive_ratio is not None:  # MMed-RAG style: stop where scores fall off
+            ranked = [item for item in ranked if item[1] >= self.settings.adaptive_ratio * best]
         evidence = []
         for cid, score in ranked:
             chunk = self.index.chunks[cid]

@@ -153,3 +153,31 @@ def test_retrieval_is_deterministic(retriever: HybridRetriever, anatomy_index, h
     first = [(ev.evidence_id, ev.score) for ev in retriever.search(query)]
     assert first == [(ev.evidence_id, ev.score) for ev in again.search(query)]
     assert np.isfinite([s for _, s in first]).all()
+
+
+def test_near_duplicate_passages_are_dropped_and_adaptive_k_cuts_the_tail(tmp_path) -> None:
+    from medrag.config import RetrievalSettings
+    from medrag.index.hybrid import HybridRetriever
+    from medrag.index.text_index import SourceRecord, TextIndex
+    from medrag.testing import HashingEmbedder
+    from medrag.types import Chunk
+
+    embedder = HashingEmbedder(128)
+    texts = [
+        "Osteoclasts break down old bone tissue in a process called resorption.",
+        "Osteoclasts break down old bone tissue in a process called resorption!",  # a near copy
+        "Osteoblasts build new bone matrix.",
+        "The heart has four chambers.",
+    ]
+    chunks = [Chunk(f"c{i}", "d", t, "book.pdf", "Book", page=i + 1) for i, t in enumerate(texts)]
+    index = TextIndex("t", embedder.info())
+    index.add_document_chunks(SourceRecord("book.pdf", "d", "h", "Book", "pdf", 4), chunks, embedder.embed_texts(texts))
+    hits = HybridRetriever(index, embedder).search("osteoclasts resorption of bone", k=4)
+    ids = [h.evidence_id for h in hits]
+    assert ids[0] in {"c0", "c1"} and not {"c0", "c1"} <= set(ids)
+    fixed = HybridRetriever(index, embedder, RetrievalSettings(page_weight=0)).search("osteoclasts resorption", k=3)
+    adaptive = HybridRetriever(index, embedder, RetrievalSettings(page_weight=0, adaptive_ratio=0.99)).search(
+        "osteoclasts resorption", k=3
+    )
+    assert len(fixed) == 3 and 1 <= len(adaptive) < 3
+    assert all(h.score >= 0.99 * adaptive[0].score for h in adaptive)
