@@ -65,6 +65,18 @@ class IndexCorrupt(IndexStoreError):
     """Files of a saved index are missing or inconsistent with its manifest."""
 
 
+class GraphNotFound(InputError):
+    """No saved knowledge graph of that name."""
+
+
+class GraphCorrupt(MedragError):
+    """A saved graph's files are missing, of another format, or do not match the manifest."""
+
+
+class UnknownNode(InputError):
+    """A node id the knowledge graph does not hold."""
+
+
 class ModelUnavailable(MedragError):
     """A model could not be resolved or loaded; the message names what to install or pass."""
 

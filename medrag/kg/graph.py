@@ -31,7 +31,7 @@ from typing import Any
 
 import networkx as nx
 
-from medrag.errors import InputError, MedragError
+from medrag.errors import GraphCorrupt, GraphNotFound, InputError, UnknownNode
 from medrag.storage import atomic_folder, fsync_file, read_json, utc_now, write_json
 from medrag.types import Citation, Evidence
 
@@ -55,18 +55,6 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-class GraphNotFound(InputError):
-    """No saved graph of that name."""
-
-
-class GraphCorrupt(MedragError):
-    """A saved graph's files are missing, of another format, or do not match the manifest."""
-
-
-class UnknownNode(InputError):
-    """A node id the graph does not hold."""
 
 
 def validate_graph_name(name: str) -> str:
