@@ -144,6 +144,7 @@ def ask(
             "transformers:DIR, or openai:BASE_URL#MODEL (key from MEDRAG_OPENAI_API_KEY)",
         ),
     ] = "extractive",
+    graph: Annotated[Optional[str], typer.Option("--graph", help="also look concepts up in this knowledge graph")] = None,
 ) -> None:
     """Answer a question from an index, citing every sentence."""
     from medrag.agent.graph import Agent
@@ -154,7 +155,7 @@ def ask(
     settings = _settings()
     if top_k:
         settings.retrieval.top_k = top_k
-    agent = Agent.from_index(index, settings=settings, llm=llm)
+    agent = Agent.from_index(index, settings=settings, llm=llm, graph=graph)
     answer = agent.ask(question, where={"source": source} if source else None)
     _print_answer(answer, as_json)
 

@@ -104,6 +104,11 @@ class Evidence:
     kind: str = "text"  # text | figure | term | graph | measurement
     scores: dict[str, float] = field(default_factory=dict)  # per-signal scores: dense, lexical, fused
 
+    @property
+    def tool(self) -> str:
+        """Which family of tool found it: graph facts score on another scale than retrieved passages."""
+        return "graph" if self.kind == "graph" else "retrieval"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "evidence_id": self.evidence_id,

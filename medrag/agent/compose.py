@@ -122,8 +122,14 @@ class ExtractiveComposer:
         else:
             dense = lexical
         # Retrieval's own score, relative to the best passage: near-ties in retrieval stay near-ties here.
-        top = max((ev.score for _, ev, _ in candidates), default=0.0)
-        rank_prior = np.array([ev.score / top if top > 0 else 1.0 / (1.0 + rank) for _, ev, rank in candidates])
+        # Scores of different tools are on different scales (fused ranks vs graph facts), so
+        # each passage is compared with the best one of its own tool.
+        top: dict[str, float] = {}
+        for _, ev, _ in candidates:
+            top[ev.tool] = max(top.get(ev.tool, 0.0), ev.score)
+        rank_prior = np.array(
+            [ev.score / top[ev.tool] if top[ev.tool] > 0 else 1.0 / (1.0 + rank) for _, ev, rank in candidates]
+        )
         scores = 0.45 * dense + 0.35 * lexical + 0.20 * rank_prior
 
         chosen: list[int] = []

@@ -62,8 +62,12 @@ class Agent:
         verifier: SupportVerifier,
         settings: Settings | None = None,
         term_idf: Callable[[Iterable[str]], dict[str, float]] | None = None,
+        graph_tool: Tool | None = None,
+        embedder=None,
     ) -> None:
         self.search_tool = search_tool
+        self.graph_tool = graph_tool  # kg_lookup: definitions of the concepts the question names
+        self.embedder = embedder  # scores evidence from tools that give no cosine of their own
         self.term_idf = term_idf  # corpus statistics for the confidence's coverage signal
         self.composer = composer
         self.verifier = verifier
@@ -71,11 +75,15 @@ class Agent:
         self.graph = self._build()
 
     @classmethod
-    def from_index(cls, name: str, *, settings: Settings | None = None, embedder=None, llm: str | None = None) -> "Agent":
+    def from_index(
+        cls, name: str, *, settings: Settings | None = None, embedder=None, llm: str | None = None, graph: str | None = None
+    ) -> "Agent":
         """The default agent over a named index: hybrid search, extractive composer, support verifier.
 
         ``llm`` is a model spec (see medrag.vlm.make_llm): when given and not "extractive",
         that model phrases the answer and the extractive composer is its fallback.
+        ``graph`` names a built knowledge graph (medrag kg build): its definitions of the
+        concepts in the question join the evidence, cited by ontology and node id.
         """
         from medrag.embed.text import make_embedder
         from medrag.index.hybrid import HybridRetriever
@@ -104,7 +112,18 @@ class Agent:
             SupportVerifier(embedder, min_support=settings.agent.min_support),
             settings,
             term_idf=index.lexical.idf,
+            graph_tool=cls._graph_tool(graph),
+            embedder=embedder,
         )
+
+    @staticmethod
+    def _graph_tool(graph: str | None) -> Tool | None:
+        if graph is None:
+            return None
+        from medrag.kg.graph import open_graph
+        from medrag.tools.kg_lookup import KgLookupTool
+
+        return KgLookupTool(open_graph(graph))  # opened now, so an unknown graph fails before any question
 
     # -- nodes -------------------------------------------------------------
     def _retrieve(self, state: AgentState) -> dict[str, Any]:
@@ -120,7 +139,26 @@ class Agent:
         )
         return {"tool_results": [result], "evidence": result.evidence, "trace": [step]}
 
+    def _graph_lookup(self, state: AgentState) -> dict[str, Any]:
+        inputs = {"operation": "define", "text": state["question"], "k": 3}
+        result = self.graph_tool(**inputs)
+        summary = f"{result.tool}: {len(result.evidence)} facts" if result.ok else f"{result.tool} failed: {result.error}"
+        step = TraceStep(
+            "graph", summary, {"tool": result.tool, "ok": result.ok, "inputs": inputs, "evidence": [e.evidence_id for e in result.evidence]}
+        )
+        return {"tool_results": [result], "evidence": result.evidence, "trace": [step]}
+
+    def _score_unscored(self, question: str, evidence: Sequence[Evidence]) -> None:
+        """Give evidence without a question cosine (graph facts) one, so relevance can be judged."""
+        missing = [ev for ev in evidence if "dense" not in ev.scores]
+        if not missing or self.embedder is None:
+            return
+        q = self.embedder.embed_queries([question])[0]
+        for ev, vector in zip(missing, self.embedder.embed_texts([ev.text for ev in missing])):
+            ev.scores["dense"] = float(vector @ q)
+
     def _compose(self, state: AgentState) -> dict[str, Any]:
+        self._score_unscored(state["question"], state.get("evidence", []))
         draft = self.composer.compose(state["question"], state.get("evidence", []))
         # Which composer wrote the draft: "extractive", or "llm"/"fallback" for LLMComposer.
         source = getattr(self.composer, "last_source", None) or "extractive"
@@ -170,7 +208,12 @@ class Agent:
         graph.add_node("compose", _timed("compose", self._compose))
         graph.add_node("verify", _timed("verify", self._verify))
         graph.add_edge(START, "retrieve")
-        graph.add_edge("retrieve", "compose")
+        if self.graph_tool is not None:  # runs beside retrieval; compose waits for both
+            graph.add_node("graph", _timed("graph", self._graph_lookup))
+            graph.add_edge(START, "graph")
+            graph.add_edge(["retrieve", "graph"], "compose")
+        else:
+            graph.add_edge("retrieve", "compose")
         graph.add_edge("compose", "verify")
         graph.add_edge("verify", END)
         return graph.compile()
