@@ -204,7 +204,9 @@ def index_search(
 
     if query and queries:
         raise InputError("give either a QUERY or --queries FILE, not both")
-    items = _read_queries(queries) if queries else [{"qid": "q1", "text": query or ""}]
+    from medrag.storage import read_queries
+
+    items = read_queries(queries) if queries else [{"qid": "q1", "text": query or ""}]
     _quiet_libraries()
     settings = _settings()
     store = IndexStore(settings.indexes_dir)
@@ -220,27 +222,6 @@ def index_search(
             typer.echo(f"{item['qid']}: {item['text']}")
             for n, hit in enumerate(hits, start=1):
                 typer.echo(f"  [{n}] {hit['id']} score={hit['score']:.4f} ({hit['metadata']['source']})")
-
-
-def _read_queries(path: Path) -> list[dict]:
-    from medrag.errors import InputError, SourceFileError
-
-    if not path.is_file():
-        raise SourceFileError(path, "file not found")
-    items = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SourceFileError(f"{path}:{line_no}", f"invalid JSON: {exc.msg}") from exc
-        if not isinstance(item, dict) or not str(item.get("text", "")).strip():
-            raise SourceFileError(f"{path}:{line_no}", 'each line must be an object with a non-empty "text"')
-        items.append({"qid": str(item.get("qid", line_no)), "text": str(item["text"])})
-    if not items:
-        raise InputError(f"{path} holds no queries")
-    return items
 
 
 @index_app.command("list")

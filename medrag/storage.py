@@ -187,3 +187,37 @@ def remove_stale_temp(path: str | Path, older_than_s: float = 3600.0) -> int:
             shutil.rmtree(leftover, ignore_errors=True)
             removed += 1
     return removed
+
+
+def iter_json_lines(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank JSON line; a bad line is a SourceFileError naming ``where:line``."""
+    from medrag.errors import SourceFileError
+
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceFileError(f"{where}:{line_no}", f"invalid JSON: {exc.msg}") from exc
+
+
+def read_queries(path: str | Path) -> list[dict[str, Any]]:
+    """A queries file: one ``{"qid", "text"}`` object per line (qid defaults to the line number)."""
+    from medrag.errors import InputError, SourceFileError
+
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise SourceFileError(path, "file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceFileError(path, f"cannot read as UTF-8 text: {exc}") from exc
+    items = []
+    for line_no, item in iter_json_lines(lines, path):
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
+            raise SourceFileError(f"{path}:{line_no}", 'each line must be an object with a non-empty "text"')
+        items.append({"qid": item.get("qid", line_no), "text": item["text"]})
+    if not items:
+        raise InputError(f"{path} holds no queries")
+    return items

@@ -64,3 +64,35 @@ class VectorIndex(Protocol):
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash mid-save leaves the previous folder intact."""
         ...
+
+
+def read_index_file(folder: Path, name: str, reader: Any) -> Any:
+    """Read one file of a saved index with ``reader``; any failure is IndexCorrupt naming the file."""
+    from medrag.errors import IndexCorrupt
+
+    path = folder / name
+    if not path.is_file():
+        raise IndexCorrupt(f"{path} is missing; the index folder is incomplete, re-ingest to rebuild it")
+    try:
+        return reader(path)
+    except Exception as exc:  # faiss raises RuntimeError, json ValueError, the OS OSError
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise IndexCorrupt(f"{path} is unreadable ({reason}); re-ingest to rebuild it") from exc
+
+
+def read_index_manifest(folder: Path, fmt: str, version: int, kind: str) -> dict[str, Any]:
+    """The manifest of a saved index folder, checked for its format and version."""
+    from medrag.errors import IndexCorrupt, IndexNotFound
+    from medrag.storage import read_json
+
+    if not folder.is_dir():
+        raise IndexNotFound(f"No {kind} index at {folder}: build one first (ingest) or check the path")
+    manifest = read_index_file(folder, "manifest.json", read_json)
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise IndexCorrupt(f"{folder / 'manifest.json'}: not a {fmt} manifest")
+    if manifest.get("format_version") != version:
+        raise IndexCorrupt(
+            f"{folder / 'manifest.json'}: format_version {manifest.get('format_version')!r} is not supported "
+            f"(this medrag reads {version}); re-ingest or upgrade medrag"
+        )
+    return manifest

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from medrag.errors import EmptyQueryError, IndexCorrupt, IndexMismatch, IndexNotFound, InputError
-from medrag.index.base import Where, matches
-from medrag.storage import atomic_folder, json_object, read_json, read_jsonl, utc_now, write_json, write_jsonl
+from medrag.errors import EmptyQueryError, IndexCorrupt, IndexMismatch, InputError
+from medrag.index.base import Where, matches, read_index_file, read_index_manifest
+from medrag.storage import atomic_folder, json_object, read_jsonl, utc_now, write_json, write_jsonl
 from medrag.types import Hit
 
 FORMAT = "medrag.bm25"
@@ -336,16 +336,7 @@ class BM25Index:
     @classmethod
     def load(cls, path: str | Path) -> "BM25Index":
         folder = Path(path)
-        if not folder.is_dir():
-            raise IndexNotFound(f"No BM25 index at {folder}: build one first (ingest) or check the path")
-        manifest = _read(folder, MANIFEST, read_json)
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise IndexCorrupt(f"{folder / MANIFEST}: not a {FORMAT} manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexCorrupt(
-                f"{folder / MANIFEST}: format_version {manifest.get('format_version')!r} is not supported "
-                f"(this medrag reads {FORMAT_VERSION}); re-ingest or upgrade medrag"
-            )
+        manifest = read_index_manifest(folder, FORMAT, FORMAT_VERSION, "BM25")
         try:
             tok = manifest["tokenizer"]
             tok_name, tok_version = str(tok["name"]), int(tok["version"])
@@ -359,7 +350,7 @@ class BM25Index:
                 f"uses {TOKENIZER_NAME} v{TOKENIZER_VERSION}; queries would not match its terms. Re-ingest to rebuild it."
             )
 
-        rows = _read(folder, DOCUMENTS_FILE, read_jsonl)
+        rows = read_index_file(folder, DOCUMENTS_FILE, read_jsonl)
         self = cls(k1=k1, b=b)
         for row in rows:
             ok = (
@@ -377,13 +368,3 @@ class BM25Index:
         self.created = str(manifest.get("created") or self.created)
         self.updated = str(manifest.get("updated") or self.created)
         return self
-
-
-def _read(folder: Path, name: str, reader: Any) -> Any:
-    path = folder / name
-    if not path.is_file():
-        raise IndexCorrupt(f"{path} is missing; the index folder is incomplete, re-ingest to rebuild it")
-    try:
-        return reader(path)
-    except (OSError, ValueError) as exc:
-        raise IndexCorrupt(f"{path} is unreadable ({exc}); re-ingest to rebuild it") from exc

@@ -20,8 +20,8 @@ import faiss
 import numpy as np
 
 from medrag.embed.base import EmbedderInfo
-from medrag.errors import ConfigError, IndexCorrupt, IndexMismatch, IndexNotFound, InputError
-from medrag.index.base import Where, matches
+from medrag.errors import ConfigError, IndexCorrupt, IndexMismatch, InputError
+from medrag.index.base import Where, matches, read_index_file, read_index_manifest
 from medrag.storage import atomic_folder, fsync_file, json_object, read_json, read_jsonl, utc_now, write_json, write_jsonl
 from medrag.types import Hit
 
@@ -314,17 +314,8 @@ class FaissIndex:
     ) -> "FaissIndex":
         """Open a saved index; ``embedder`` (when given) must be the one that built it."""
         folder = Path(path)
-        if not folder.is_dir():
-            raise IndexNotFound(f"No FAISS index at {folder}: build one first (ingest) or check the path")
+        manifest = read_index_manifest(folder, FORMAT, FORMAT_VERSION, "FAISS")
 
-        manifest = _read(folder, MANIFEST, read_json)
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise IndexCorrupt(f"{folder / MANIFEST}: not a {FORMAT} manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexCorrupt(
-                f"{folder / MANIFEST}: format_version {manifest.get('format_version')!r} is not supported "
-                f"(this medrag reads {FORMAT_VERSION}); re-ingest or upgrade medrag"
-            )
         try:
             kind, dim, count = str(manifest["kind"]), int(manifest["dim"]), int(manifest["count"])
             stored = EmbedderInfo.from_dict(manifest["embedder"]) if manifest.get("embedder") else None
@@ -338,13 +329,13 @@ class FaissIndex:
         if embedder is not None:
             _check_embedder(folder, stored, dim, embedder)
 
-        index = _read(folder, INDEX_FILE, lambda p: faiss.read_index(str(p)))
+        index = read_index_file(folder, INDEX_FILE, lambda p: faiss.read_index(str(p)))
         if not isinstance(index, faiss.IndexIDMap2) or index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexCorrupt(f"{folder / INDEX_FILE}: expected an inner-product IndexIDMap2 of dim {dim}")
         if index.ntotal != count:
             raise IndexCorrupt(f"{folder / INDEX_FILE} holds {index.ntotal} vectors but {MANIFEST} says {count}")
 
-        pairs = _read(folder, IDS_FILE, read_json)
+        pairs = read_index_file(folder, IDS_FILE, read_json)
         try:
             int_to_str = {int(n): str(s) for n, s in pairs}
         except (TypeError, ValueError) as exc:
@@ -355,7 +346,7 @@ class FaissIndex:
         if set(faiss.vector_to_array(index.id_map).tolist()) != set(int_to_str):
             raise IndexCorrupt(f"{folder / IDS_FILE} does not match the ids stored in {INDEX_FILE}")
 
-        rows = _read(folder, METADATA_FILE, read_jsonl)
+        rows = read_index_file(folder, METADATA_FILE, read_jsonl)
         metadata: dict[int, dict[str, Any]] = {}
         for row in rows:
             if not isinstance(row, dict) or row.get("id") not in str_to_int or not isinstance(row.get("metadata"), dict):
@@ -373,18 +364,6 @@ class FaissIndex:
         self.created = str(manifest.get("created") or self.created)
         self.updated = str(manifest.get("updated") or self.created)
         return self
-
-
-def _read(folder: Path, name: str, reader: Any) -> Any:
-    """Read one file of a saved index; any failure is IndexCorrupt naming the file."""
-    path = folder / name
-    if not path.is_file():
-        raise IndexCorrupt(f"{path} is missing; the index folder is incomplete, re-ingest to rebuild it")
-    try:
-        return reader(path)
-    except Exception as exc:  # faiss raises RuntimeError, json ValueError, the OS OSError
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise IndexCorrupt(f"{path} is unreadable ({reason}); re-ingest to rebuild it") from exc
 
 
 def _check_embedder(folder: Path, stored: EmbedderInfo | None, dim: int, given: EmbedderInfo) -> None:

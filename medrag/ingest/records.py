@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from medrag.config import Settings
 from medrag.errors import SourceFileError
 from medrag.registry import sources
+from medrag.storage import iter_json_lines
 from medrag.types import Chunk, Document
 
 ID_FIELDS = ("id", "doc_id", "report_id", "record_id", "uid", "pmid", "case_id")
@@ -73,13 +73,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 raise SourceFileError(f"{path}:{line_no}", "row has more cells than the header")
             rows.append((line_no, dict(row)))
     else:
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SourceFileError(f"{path}:{line_no}", f"invalid JSON: {exc.msg}") from exc
+        for line_no, row in iter_json_lines(text.splitlines(), path):
             if not isinstance(row, dict):
                 raise SourceFileError(f"{path}:{line_no}", "each line must be a JSON object")
             rows.append((line_no, row))

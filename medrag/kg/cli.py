@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from medrag.errors import InputError
+from medrag.storage import read_queries
 
 kg_app = typer.Typer(help="Build and query knowledge graphs (HPO, Disease Ontology, annotations, triples).", no_args_is_help=True)
 
@@ -44,25 +45,6 @@ def build(
             typer.echo(f"  {kind}: {problem['count']} (e.g. {problem['examples'][0]})", err=True)
 
 
-def _read_queries(path: Path) -> list[dict]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read queries file {path}: {exc}") from exc
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise InputError(f"{path} line {n}: not JSON ({exc}); expected {{\"qid\": ..., \"text\": ...}}") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise InputError(f"{path} line {n}: expected an object with 'qid' and 'text'")
-        rows.append(row)
-    return rows
-
-
 @kg_app.command("link")
 def link(
     text: Annotated[Optional[str], typer.Argument(help="text to link, e.g. 'tall, long fingers, lens dislocation'")] = None,
@@ -78,7 +60,7 @@ def link(
         raise InputError("name the graph with --graph NAME (see: medrag kg list)")
     if queries is None and not text:
         raise InputError("give TEXT or --queries FILE.jsonl")
-    rows = _read_queries(queries) if queries is not None else [{"qid": None, "text": text}]
+    rows = read_queries(queries) if queries is not None else [{"qid": None, "text": text}]
     linker = EntityLinker(_open(graph))
     for row in rows:
         links = [link.to_dict() for link in linker.link(row["text"], per_span=per_span)]

@@ -137,4 +137,4 @@ def test_bad_queries_file(cli, built, tmp_path):
     queries = tmp_path / "q.jsonl"
     queries.write_text('{"qid": 1}\n')
     code, _, err = cli("kg", "link", "--queries", queries, "--graph", "tiny")
-    assert code == 2 and "line 1" in one_line_error(err)
+    assert code == 2 and "q.jsonl:1" in one_line_error(err)
