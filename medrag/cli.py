@@ -145,10 +145,12 @@ def ask(
         ),
     ] = "extractive",
     graph: Annotated[Optional[str], typer.Option("--graph", help="also look concepts up in this knowledge graph")] = None,
+    trace: Annotated[bool, typer.Option("--trace", help="print each step as it finishes (on stderr)")] = False,
 ) -> None:
     """Answer a question from an index, citing every sentence."""
     from medrag.agent.graph import Agent
     from medrag.index.hybrid import check_query
+    from medrag.types import TraceStep
 
     check_query(question)
     _quiet_libraries()
@@ -156,7 +158,13 @@ def ask(
     if top_k:
         settings.retrieval.top_k = top_k
     agent = Agent.from_index(index, settings=settings, llm=llm, graph=graph)
-    answer = agent.ask(question, where={"source": source} if source else None)
+    answer = None
+    for event in agent.stream(question, where={"source": source} if source else None):
+        if isinstance(event, TraceStep):
+            if trace:
+                typer.echo(f"[{event.node}] {event.summary} ({1000 * event.duration_s:.0f} ms)", err=True)
+        else:
+            answer = event
     _print_answer(answer, as_json)
 
 

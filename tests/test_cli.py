@@ -108,6 +108,14 @@ def test_ask_plain_output_lists_sources(cli, notes: Path) -> None:
     assert "Confidence: " in out
 
 
+def test_ask_trace_prints_each_step_on_stderr(cli, notes: Path) -> None:
+    code, out, err = cli("ask", QUESTION, "--index", "notes", "--trace")
+    assert code == 0, err
+    steps = [line.split("]")[0].lstrip("[") for line in err.strip().splitlines()]
+    assert steps == ["retrieve", "compose", "verify"]
+    assert "Sources:" in out and "[retrieve]" not in out
+
+
 def test_ask_off_topic_abstains(cli, notes: Path) -> None:
     code, out, err = cli("ask", "What is the capital of France?", "--index", "notes", "--json")
     assert code == 0, err

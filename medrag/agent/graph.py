@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -228,6 +228,22 @@ class Agent:
         answer: Answer = final["answer"]
         answer.trace = list(final.get("trace", []))
         return answer
+
+    def stream(self, question: str, *, where: dict[str, Any] | None = None) -> Iterator[TraceStep | Answer]:
+        """Yield each step as it finishes (retrieve, graph, compose, verify), then the Answer."""
+        question = check_query(question)
+        trace: list[TraceStep] = []
+        answer: Answer | None = None
+        for update in self.graph.stream({"question": question, "where": where}, stream_mode="updates"):
+            for node_update in update.values():
+                for step in (node_update or {}).get("trace", []):
+                    trace.append(step)
+                    yield step
+                answer = (node_update or {}).get("answer", answer)
+        if answer is None:  # pragma: no cover - the graph always ends in verify
+            raise AgentError("the agent graph ended without an answer")
+        answer.trace = trace
+        yield answer
 
     def ask_many(self, questions: Sequence[str]) -> list[Answer]:
         return [self.ask(q) for q in questions]
