@@ -15,8 +15,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from medrag.embed.cli import train_retriever
 from medrag.errors import MedragError
+from medrag.eval.cli import eval_command
 from medrag.kg.cli import kg_app
+from medrag.vision.cli import tool_app
 
 app = typer.Typer(
     name="medrag",
@@ -28,6 +31,9 @@ app = typer.Typer(
 index_app = typer.Typer(help="List, inspect and delete indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 app.add_typer(kg_app, name="kg")
+app.command("train-retriever")(train_retriever)
+app.add_typer(tool_app, name="tool")
+app.command("eval")(eval_command)
 
 _state: dict = {"debug": False, "config": None}
 

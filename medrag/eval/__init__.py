@@ -1,0 +1,1 @@
+"""`medrag eval`: reproducible runs over retrieval and QA datasets, with sanity baselines."""
