@@ -123,6 +123,12 @@ def _make_hashing(dim: int = 256, **kwargs):
     return HashingEmbedder(dim=dim, **kwargs)
 
 
+def _register_image_text() -> None:
+    # The image-text dual encoder registers itself on import; do it here so make_embedder
+    # knows "dual-encoder:FOLDER" without the caller importing it first.
+    import medrag.embed.image_text  # noqa: F401
+
+
 def make_embedder(spec: str, *, device: str = "auto") -> object:
     """Build an embedder from a spec string.
 
@@ -131,6 +137,8 @@ def make_embedder(spec: str, *, device: str = "auto") -> object:
     sentence-transformers (packaged name, local path or hub id).
     """
     name, sep, arg = spec.partition(":")
+    if name == "dual-encoder":
+        _register_image_text()
     if sep and name in embedders and not name.startswith(("/", ".", "~")):
         factory = embedders.get(name)
         if name == "hashing":
