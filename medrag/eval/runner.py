@@ -75,7 +75,16 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 
 def load_items(config: RunConfig) -> tuple[list[ds.EvalItem], list[Path]]:
-    """The questions and the corpus files to index for them."""
+    """The questions (a seeded sample of ``limit`` of them, in file order) and the corpus files to index."""
+    items, corpus = _load_all(config)
+    limit = config.dataset.limit
+    if limit and limit < len(items):
+        keep = set(random.Random(config.seed).sample(range(len(items)), limit))
+        items = [item for i, item in enumerate(items) if i in keep]
+    return items, corpus
+
+
+def _load_all(config: RunConfig) -> tuple[list[ds.EvalItem], list[Path]]:
     d = config.dataset
     if not d.path.exists():
         raise InputError(f"dataset path not found: {d.path}")
@@ -84,13 +93,13 @@ def load_items(config: RunConfig) -> tuple[list[ds.EvalItem], list[Path]]:
         if questions is None:
             raise InputError(f"no questions*.jsonl in {d.path}")
         corpus = d.corpus or sorted(p for p in d.path.glob("*.pdf") if not p.stem.endswith("_SCANNED"))
-        return ds.load_textbook_questions(questions, d.limit), corpus
+        return ds.load_textbook_questions(questions), corpus
     if d.kind == "mirage":
-        items = ds.load_mirage(d.path, tuple(d.datasets), d.limit)
+        items = ds.load_mirage(d.path, tuple(d.datasets))
         return items, d.corpus or [d.path / "corpus.jsonl"]
     if not d.corpus:
         raise ConfigError("a qrels dataset needs dataset.corpus: the files to index")
-    return ds.load_qrels(d.path, d.limit), d.corpus
+    return ds.load_qrels(d.path), d.corpus
 
 
 def _item_key(row: dict) -> str:
