@@ -33,6 +33,8 @@ class RetrievalSettings(BaseModel):
     top_k: int = Field(8, ge=1, le=200, description="evidence passages handed to the composer")
     candidates: int = Field(50, ge=1, description="hits taken from each retriever before fusion")
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
+    dense_weight: float = Field(1.0, ge=0.0, description="weight of the dense ranking in fusion")
+    lexical_weight: float = Field(1.0, ge=0.0, description="weight of the BM25 ranking in fusion")
     page_weight: float = Field(0.5, ge=0.0, description="weight of the page-level BM25 rank in fusion")
     figure_weight: float = Field(0.5, ge=0.0, description="boost of caption chunks when the question asks about a figure")
     adaptive_ratio: float | None = Field(

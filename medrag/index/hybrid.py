@@ -65,19 +65,25 @@ class HybridRetriever:
         return self._pages
 
     def _dedup(self, ranked: list[tuple[str, float]], k: int) -> list[tuple[str, float]]:
-        """The top k passages, skipping any that repeats a higher-ranked one almost word for word.
+        """The top k passages, skipping any that repeats a higher-ranked one of the same source almost word for word.
 
-        Neighbouring chunks share an overlap sentence, and books restate passages in
-        chapter reviews; near-copies waste the composer's budget.
+        Neighbouring chunks of a page or record share an overlap sentence; near-copies waste the
+        composer's budget. Different documents are never merged: two abstracts saying the same
+        thing are two pieces of evidence.
         """
         kept: list[tuple[str, float]] = []
-        kept_words: list[set[str]] = []
+        kept_words: list[tuple[tuple, set[str]]] = []
         for cid, score in ranked:
-            words = set(_WORDS.findall(self.index.chunks[cid].text.lower()))
-            if any(len(words & other) / max(len(words | other), 1) >= self.settings.dedup_threshold for other in kept_words):
+            chunk = self.index.chunks[cid]
+            origin = (chunk.doc_id, chunk.metadata.get("record_id"))
+            words = set(_WORDS.findall(chunk.text.lower()))
+            if any(
+                origin == other_origin and len(words & other) / max(len(words | other), 1) >= self.settings.dedup_threshold
+                for other_origin, other in kept_words
+            ):
                 continue
             kept.append((cid, score))
-            kept_words.append(words)
+            kept_words.append((origin, words))
             if len(kept) == k:
                 break
         return kept
@@ -107,7 +113,13 @@ class HybridRetriever:
         dense_score = {h.id: h.score for h in dense_hits}
         lexical_score = {h.id: h.score for h in lexical_hits}
         rrf = self.settings.rrf_k
-        fused = dict(reciprocal_rank_fusion([[h.id for h in dense_hits], [h.id for h in lexical_hits]], k=rrf))
+        fused = dict(
+            reciprocal_rank_fusion(
+                [[h.id for h in dense_hits], [h.id for h in lexical_hits]],
+                k=rrf,
+                weights=[self.settings.dense_weight, self.settings.lexical_weight],
+            )
+        )
         page_rank = {}
         if mode == "hybrid" and self.settings.page_weight > 0 and len(self.pages):
             page_rank = {h.id: rank for rank, h in enumerate(self.pages.search(query, self.settings.candidates))}

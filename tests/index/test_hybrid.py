@@ -181,3 +181,19 @@ def test_near_duplicate_passages_are_dropped_and_adaptive_k_cuts_the_tail(tmp_pa
     )
     assert len(fixed) == 3 and 1 <= len(adaptive) < 3
     assert all(h.score >= 0.99 * adaptive[0].score for h in adaptive)
+
+
+def test_identical_text_in_two_documents_is_two_pieces_of_evidence() -> None:
+    from medrag.index.hybrid import HybridRetriever
+    from medrag.index.text_index import SourceRecord, TextIndex
+    from medrag.testing import HashingEmbedder
+    from medrag.types import Chunk
+
+    embedder = HashingEmbedder(128)
+    text = "Metformin lowers hepatic glucose production."
+    index = TextIndex("t", embedder.info())
+    for doc in ("d1", "d2"):
+        chunk = Chunk(f"{doc}:c0", doc, text, f"{doc}.jsonl", doc, metadata={"record_id": doc})
+        index.add_document_chunks(SourceRecord(f"{doc}.jsonl", doc, doc, doc, "records", 0), [chunk], embedder.embed_texts([text]))
+    hits = HybridRetriever(index, embedder).search("metformin glucose", k=5)
+    assert {h.citation.locator["record_id"] for h in hits} == {"d1", "d2"}
