@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-BBox = tuple[float, float, float, float]  # x0, y0, x1, y1 in PDF points, origin top-left
+BBox = tuple[float, float, float, float]  # x0, y0, x1, y1, origin top-left: PDF points on pages, pixels on images
 
 
 @dataclass
