@@ -185,3 +185,28 @@ class CountingEmbedder:
 
     def info(self):
         return self.inner.info()
+
+
+@pytest.fixture
+def home(tmp_path: Path, clean_env) -> Path:
+    """A fresh MEDRAG_HOME for one test."""
+    import medrag.cli
+
+    home = tmp_path / "home"
+    clean_env.setenv("MEDRAG_HOME", str(home))
+    # Silencing transformers' loggers imports transformers (~1 s); CLI tests load no model.
+    clean_env.setattr(medrag.cli, "_quiet_libraries", lambda: None)
+    return home
+
+
+@pytest.fixture
+def cli(capsys, home):
+    """Run `medrag ARGS...` in-process: returns (exit code, stdout, stderr)."""
+    from medrag.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

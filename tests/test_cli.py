@@ -22,19 +22,8 @@ def home(tmp_path: Path, clean_env) -> Path:
     home = tmp_path / "home"
     clean_env.setenv("MEDRAG_HOME", str(home))
     clean_env.setenv("MEDRAG_EMBEDDER", "hashing:256")
-    # Silencing transformers' loggers imports transformers (~1 s); nothing here loads a model.
     clean_env.setattr(medrag.cli, "_quiet_libraries", lambda: None)
     return home
-
-
-@pytest.fixture
-def cli(capsys, home):
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

@@ -7,27 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import medrag.cli
-from medrag.cli import main
 
 ROWS = [
     {"doc_id": "d1", "text": "Metformin lowers hepatic glucose production in type 2 diabetes."},
     {"doc_id": "d2", "text": "Salbutamol relaxes bronchial smooth muscle during an asthma attack."},
     {"doc_id": "d3", "text": "Warfarin inhibits vitamin K dependent clotting factors."},
 ]
-
-
-@pytest.fixture
-def cli(capsys, tmp_path: Path, clean_env):
-    clean_env.setenv("MEDRAG_HOME", str(tmp_path / "home"))
-    clean_env.setattr(medrag.cli, "_quiet_libraries", lambda: None)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

@@ -3,29 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from kg_samples import write_recipe
-from medrag.cli import main
-
-
-@pytest.fixture
-def home(tmp_path: Path, clean_env) -> Path:
-    home = tmp_path / "home"
-    clean_env.setenv("MEDRAG_HOME", str(home))
-    return home
-
-
-@pytest.fixture
-def cli(capsys, home):
-    def run(*args) -> tuple[int, str, str]:
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture

@@ -7,24 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medrag.cli import main
 from vision_samples import write_chest_png, write_ct_dicom
-
-
-@pytest.fixture
-def home(tmp_path: Path, clean_env) -> Path:
-    clean_env.setenv("MEDRAG_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def cli(capsys, home):
-    def run(*args) -> tuple[int, str, str]:
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def one_line_error(err: str) -> str:
