@@ -163,6 +163,11 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     sentences: list[AnswerSentence] = field(default_factory=list)
     trace: list[TraceStep] = field(default_factory=list)
+    sub_questions: list[str] = field(default_factory=list)  # what the planner split the question into
+    rounds: int = 0  # think-act-rethink rounds the agent ran
+    rationale: list[str] = field(default_factory=list)  # short reasoning path shown beside the answer
+    report: dict[str, list[AnswerSentence]] = field(default_factory=dict)  # structured report sections, when asked
+    notes: list[str] = field(default_factory=list)  # safety and uncertainty notes (clinical confirmation, gaps)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +177,11 @@ class Answer:
             "confidence": round(float(self.confidence), 4),
             "citations": [{"n": i + 1, **c.to_dict()} for i, c in enumerate(self.citations)],
             "sentences": [asdict(s) for s in self.sentences],
+            "sub_questions": list(self.sub_questions),
+            "rounds": self.rounds,
+            "rationale": list(self.rationale),
+            "report": {section: [asdict(s) for s in items] for section, items in self.report.items()},
+            "notes": list(self.notes),
             "trace": [t.to_dict() for t in self.trace],
         }
 
