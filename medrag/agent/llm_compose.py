@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from medrag.agent.compose import Composer, DraftSentence, ExtractiveComposer
+from medrag.agent.compose import Composer, DraftSentence, ExtractiveComposer, clean_sub_questions, match_sub_question
+from medrag.agent.safety import CITATION_MARKER, neutralise, wrap_evidence_as_data
 from medrag.errors import ConfigError, MedragError
 from medrag.ingest.chunking import split_sentences
 from medrag.types import Evidence
@@ -30,7 +31,7 @@ from medrag.vlm.base import VisionLanguageModel
 log = logging.getLogger(__name__)
 
 # One citation group: [1], [1, 2], [1-3], [1; 2].
-_MARKER = re.compile(r"\[\s*(\d+(?:\s*(?:[,;]|-|–)\s*\d+)*)\s*\]")
+_MARKER = CITATION_MARKER
 # Citations written after the sentence's full stop ("... heart. [1]") move in front of it.
 _MARKERS_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\s*\d+(?:\s*(?:[,;]|-|–)\s*\d+)*\s*\])+)")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
@@ -43,6 +44,7 @@ class Prompt:
     system: str
     user: str
     evidence_item: str
+    parts: str = ""  # how sub-questions are listed, with {sub_questions}
 
 
 @lru_cache(maxsize=None)
@@ -51,16 +53,24 @@ def load_prompt(name: str = "cited_answer") -> Prompt:
     try:
         text = resources.files("medrag.agent").joinpath("prompts", f"{name}.yaml").read_text(encoding="utf-8")
         data = yaml.safe_load(text)
-        return Prompt(data["system"], data["user"], data["evidence_item"])
-    except (FileNotFoundError, KeyError, TypeError, yaml.YAMLError) as exc:
+        return Prompt(data["system"], data["user"], data["evidence_item"], data.get("parts") or "")
+    except (FileNotFoundError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
         raise ConfigError(f"prompt '{name}' is missing or malformed in medrag/agent/prompts: {exc}") from exc
 
 
-def _quote(text: str) -> str:
-    # Passage text cannot close its quotes, and its own bracketed reference numbers
-    # ("[12]" from a textbook) must not look like our citation markers.
-    text = text.replace('"""', '"')
-    return _MARKER.sub(lambda m: f"(ref. {m.group(1)})", text)
+def prompt_values(prompt: Prompt, question: str, evidence: Sequence[Evidence], sub_questions: Sequence[str], max_chars: int, **more: Any) -> dict[str, Any]:
+    """The placeholders every prompt shares: the question, its parts, the evidence as a data block."""
+    subs = clean_sub_questions(sub_questions)
+    parts = ""
+    if len(subs) > 1:
+        listed = "\n".join(f"{k}. {neutralise(sub)}" for k, sub in enumerate(subs, start=1))
+        parts = prompt.parts.format(sub_questions=listed)
+    return {
+        "question": question.strip(),
+        "parts": parts,
+        "evidence": wrap_evidence_as_data(evidence, item=prompt.evidence_item.strip(), max_chars=max_chars),
+        **more,
+    }
 
 
 def _numbers(group: str) -> list[int]:
@@ -127,36 +137,40 @@ class LLMComposer:
         self.last_error: str | None = None
         self.last_output: str | None = None
 
-    def messages(self, question: str, evidence: Sequence[Evidence]) -> list[dict[str, str]]:
-        items = []
-        for n, ev in enumerate(evidence, start=1):
-            c = ev.citation
-            source = (c.title or c.source) + (f", p. {c.page}" if c.page is not None else "")
-            text = ev.text if len(ev.text) <= self.max_chars else ev.text[: self.max_chars].rsplit(" ", 1)[0] + " ..."
-            items.append(self.prompt.evidence_item.format(n=n, source=_quote(source), text=_quote(text)).strip())
-        values = {"question": question.strip(), "evidence": "\n\n".join(items), "max_sentences": self.max_sentences}
+    def _limit(self, sub_questions: Sequence[str]) -> int:
+        return max(self.max_sentences, len(clean_sub_questions(sub_questions)))
+
+    def messages(self, question: str, evidence: Sequence[Evidence], sub_questions: Sequence[str] = ()) -> list[dict[str, str]]:
+        values = prompt_values(self.prompt, question, evidence, sub_questions, self.max_chars, max_sentences=self._limit(sub_questions))
         return [
             {"role": "system", "content": self.prompt.system.format(**values).strip()},
             {"role": "user", "content": self.prompt.user.format(**values).strip()},
         ]
 
-    def compose(self, question: str, evidence: Sequence[Evidence]) -> list[DraftSentence]:
-        shown = list(evidence[: self.evidence_limit])
+    def compose(
+        self, question: str, evidence: Sequence[Evidence], *, sub_questions: Sequence[str] = ()
+    ) -> list[DraftSentence]:
+        subs = clean_sub_questions(sub_questions)
+        # As many passages per sub-question as the extractive composer reads.
+        shown = list(evidence[: self.evidence_limit * max(1, len(subs))])
         self.last_output = None
         if not shown:
-            return self._fall_back(question, evidence, "no evidence to cite")
+            return self._fall_back(question, evidence, subs, "no evidence to cite")
         try:
-            generation = self.llm.generate(self.messages(question, shown), **self.options)
+            generation = self.llm.generate(self.messages(question, shown, subs), **self.options)
         except MedragError as exc:  # ModelUnavailable, bad options ...: the answer still comes, extractively
-            return self._fall_back(question, evidence, f"{type(exc).__name__}: {exc}")
+            return self._fall_back(question, evidence, subs, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a backend (or plugin) bug must not cost the user the answer; logged with its traceback
+            log.exception("LLM composer: %s raised an unexpected error", getattr(self.llm, "name", "llm"))
+            return self._fall_back(question, evidence, subs, f"unexpected {type(exc).__name__}: {exc}")
         self.last_output = generation.text
-        draft = self._parse(generation.text, shown)
+        draft = self._parse(generation.text, shown, subs)
         if not draft:
-            return self._fall_back(question, evidence, "no sentence of the model's answer cites the evidence")
+            return self._fall_back(question, evidence, subs, "no sentence of the model's answer cites the evidence")
         self.last_source, self.last_error = "llm", None
         return draft
 
-    def _parse(self, text: str, shown: Sequence[Evidence]) -> list[DraftSentence]:
+    def _parse(self, text: str, shown: Sequence[Evidence], sub_questions: Sequence[str] = ()) -> list[DraftSentence]:
         if text.strip().upper().startswith(NOT_IN_EVIDENCE):
             return []
         draft: list[DraftSentence] = []
@@ -174,16 +188,17 @@ class LLMComposer:
                     text=sentence,
                     evidence_ids=[shown[n - 1].evidence_id for n in numbers],
                     signals={"llm": 1.0, "invalid_citations": float(removed)},
+                    sub_question=(match_sub_question(sentence, sub_questions) if len(sub_questions) > 1 else (0 if sub_questions else None)),
                 )
             )
-            if len(draft) == self.max_sentences:
+            if len(draft) == self._limit(sub_questions):
                 break
         return draft
 
-    def _fall_back(self, question: str, evidence: Sequence[Evidence], reason: str) -> list[DraftSentence]:
+    def _fall_back(self, question: str, evidence: Sequence[Evidence], sub_questions: Sequence[str], reason: str) -> list[DraftSentence]:
         log.warning("LLM composer (%s) fell back to %s: %s", getattr(self.llm, "name", "llm"), type(self.fallback).__name__, reason)
         self.last_source, self.last_error = "fallback", reason
-        draft = self.fallback.compose(question, evidence)
+        draft = self.fallback.compose(question, evidence, sub_questions=sub_questions)
         for sentence in draft:
             sentence.signals["fallback"] = 1.0
         return draft

@@ -79,7 +79,10 @@ class FakeOpenAIServer:
     ``reply`` is a string or a function of the request's JSON. Failure modes:
     ``fail_with`` queues (status, body) answers sent before normal ones;
     ``raw_body`` replaces the answer with raw bytes (garbage JSON); ``delay``
-    sleeps before answering. ``requests`` and ``headers`` record what arrived.
+    sleeps before answering; ``max_body_bytes`` answers 413 to larger requests
+    (a server refusing a big image); ``drop_connections`` hangs up that many
+    times without answering (a server that crashed mid-request).
+    ``requests`` and ``headers`` record what arrived.
     """
 
     def __init__(self, reply: Reply = "OK.", *, model: str = "fake-model") -> None:
@@ -88,6 +91,8 @@ class FakeOpenAIServer:
         self.fail_with: list[tuple[int, str]] = []
         self.raw_body: bytes | None = None
         self.delay = 0.0
+        self.max_body_bytes: int | None = None
+        self.drop_connections = 0
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -143,6 +148,12 @@ class FakeOpenAIServer:
     def _handle(self, http: BaseHTTPRequestHandler) -> None:
         raw = http.rfile.read(int(http.headers.get("Content-Length") or 0))
         self.headers.append(dict(http.headers.items()))
+        if self.drop_connections > 0:
+            self.drop_connections -= 1
+            http.close_connection = True
+            return  # no status line: the client sees the connection closed
+        if self.max_body_bytes is not None and len(raw) > self.max_body_bytes:
+            return self._send(http, 413, json.dumps({"error": {"message": f"request of {len(raw)} bytes is too large"}}).encode())
         if http.path.rstrip("/") != "/v1/chat/completions":
             return self._send(http, 404, json.dumps({"error": {"message": f"no route {http.path}"}}).encode())
         try:
@@ -157,7 +168,11 @@ class FakeOpenAIServer:
             return self._send(http, status, body.encode())
         if self.raw_body is not None:
             return self._send(http, 200, self.raw_body)
-        text = self.reply(request) if callable(self.reply) else self.reply
+        try:
+            text = self.reply(request) if callable(self.reply) else self.reply
+        except Exception as exc:  # a broken reply function is a visible server error, not a hang-up
+            message = f"reply function raised {type(exc).__name__}: {exc}"
+            return self._send(http, 500, json.dumps({"error": {"message": message}}).encode())
         finish = "stop"
         limit = request.get("max_tokens")
         if isinstance(limit, int) and len(text.split()) > limit:  # one word is one "token" here
@@ -260,3 +275,42 @@ class VisionLanguageModelConformance:
         else:
             with pytest.raises(InputError):
                 model.generate(self.messages, images=[image])
+
+
+TINY_WORDS = ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>", "system", "user", "assistant"] + (
+    "the heart bone node is a of pacemaker sinoatrial what be brief".split()
+)
+TINY_TEMPLATE = (
+    "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+)
+
+
+def build_tiny_chat_llm(folder, *, words: Sequence[str] = TINY_WORDS, max_positions: int = 64, seed: int = 0):
+    """Save a random-initialised one-layer Llama with a word-level tokenizer and chat template in ``folder``.
+
+    A real architecture loaded through the public path (AutoTokenizer / AutoModelForCausalLM),
+    small enough to build in a test; its answers are noise, deterministic for a seed.
+    """
+    from pathlib import Path
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    words = list(words)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins word tokens with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<pad>", bos_token="<|im_start|>")
+    fast.chat_template = TINY_TEMPLATE
+    fast.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=max_positions, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder

@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 from medrag.errors import InputError
 
 Message = dict[str, Any]
+# Larger images are refused before they reach a model (as medrag.vision's loader refuses them).
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
@@ -62,3 +64,17 @@ def message_text(message: Message) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
     return ""
+
+
+def check_images(images: Sequence[Any], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Refuse images a model should not be sent: not PIL images, or more pixels than ``max_pixels``."""
+    for i, image in enumerate(images):
+        size = getattr(image, "size", None)
+        if not (isinstance(size, tuple) and len(size) == 2 and hasattr(image, "convert")):
+            raise InputError(f"images must be PIL images, got {type(image).__name__}")
+        width, height = size
+        if width * height > max_pixels:
+            raise InputError(
+                f"image {i + 1} is {width}x{height} = {width * height} pixels, more than this model accepts "
+                f"({max_pixels}); resize or crop it (zoom_region), or raise max_image_pixels"
+            )

@@ -19,7 +19,7 @@ from typing import Any
 
 from medrag.errors import InputError, ModelUnavailable, require
 from medrag.models import PACKAGED_MODELS, fingerprint_path, pick_device, resolve_model
-from medrag.vlm.base import Generation, Message, check_messages, message_text
+from medrag.vlm.base import DEFAULT_MAX_IMAGE_PIXELS, Generation, Message, check_images, check_messages, message_text
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,40 @@ def _load_gguf_without_accelerate(folder: Path, file: str):
     if missing:
         raise ModelUnavailable(f"{folder / file} lacks weights for {sorted(missing)[:5]}: the file does not match its architecture")
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_loading_info(model: Any, info: dict[str, Any], where: object, max_missing_share: float = 0.1) -> None:
+    """Refuse weights that do not fit the architecture their config names.
+
+    transformers initialises missing weights at random and only warns: a folder
+    whose config names another architecture than its weights would answer noise.
+    """
+    missing = list(info.get("missing_keys") or [])
+    total = max(1, len(model.state_dict()))
+    if len(missing) / total > max_missing_share:
+        arch = getattr(getattr(model, "config", None), "model_type", "?")
+        raise ModelUnavailable(
+            f"the weights in {where!r} do not match the architecture its config names ({arch}): "
+            f"{len(missing)} of {total} tensors missing, e.g. {', '.join(sorted(missing)[:3])}. "
+            "Check config.json, or that the folder holds the model you meant"
+        )
+    if missing:
+        log.warning("%r: %d weights missing and initialised at random: %s", where, len(missing), ", ".join(sorted(missing)[:5]))
+
+
+def context_limit(model: Any) -> int | None:
+    """How many tokens the model reads at most (its position embeddings), when its config says."""
+    config = getattr(model, "config", None)
+    for cfg in (config, getattr(config, "text_config", None)):
+        value = getattr(cfg, "max_position_embeddings", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class CompletionRepeatPenalty:
@@ -128,8 +162,10 @@ class TransformersLLM:
         no_repeat_ngram_size: int = 4,
         threads: int | None = None,
         name: str | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.location = Path(location)
+        self.max_image_pixels = max_image_pixels
         self.gguf_file = gguf_file
         self.device = device
         self.defaults = {
@@ -166,8 +202,10 @@ class TransformersLLM:
             device = pick_device(self.device)
             try:
                 tokenizer, model = self._load(device)
-            except (OSError, ValueError) as exc:
-                raise ModelUnavailable(f"cannot load {self.kind} from {self!r}: {exc}") from exc
+            except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+                # No weights, an architecture transformers does not know, weights of another shape ...
+                hint = " (the weights' shapes do not fit config.json)" if "mismatch" in str(exc) else ""
+                raise ModelUnavailable(f"cannot load {self.kind} from {self!r}{hint}: {_first_line(exc)}") from exc
             if not getattr(tokenizer, "chat_template", None):
                 raise ModelUnavailable(f"{self!r} has no chat template: use an instruct (chat) model")
             model.to(device).eval()
@@ -186,7 +224,10 @@ class TransformersLLM:
         if self.gguf_file and importlib.util.find_spec("accelerate") is None:
             model = _load_gguf_without_accelerate(self.location, self.gguf_file)
         else:
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(self.location), local_files_only=True, **kwargs)
+            model, info = transformers.AutoModelForCausalLM.from_pretrained(
+                str(self.location), local_files_only=True, output_loading_info=True, **kwargs
+            )
+            check_loading_info(model, info, self)
         return tokenizer, model
 
     @property
@@ -209,11 +250,22 @@ class TransformersLLM:
         unknown = set(options) - {"max_new_tokens", "max_tokens", "temperature", "top_p", "repetition_penalty", "no_repeat_ngram_size", "seed"}
         if unknown:
             raise InputError(f"unknown generation options: {', '.join(sorted(unknown))}")
+        check_images(images, self.max_image_pixels)
         self.setup()
         inputs = self._encode(messages, images).to(self._device)
         opts = {**self.defaults, **options}
         if "max_tokens" in opts:  # the OpenAI name
             opts["max_new_tokens"] = opts.pop("max_tokens")
+        limit = context_limit(self._model)
+        n_prompt = int(inputs["input_ids"].shape[1])
+        if limit is not None and n_prompt >= limit:
+            what = f" with {len(images)} image(s)" if images else ""
+            raise InputError(
+                f"the prompt{what} is {n_prompt} tokens; {self.name} reads at most {limit}. "
+                + ("Use a smaller image or fewer images, or a shorter question/evidence." if images else "Shorten the question or the evidence.")
+            )
+        if limit is not None and n_prompt + int(opts["max_new_tokens"]) > limit:
+            opts["max_new_tokens"] = limit - n_prompt  # answer within the context rather than fail
         temperature = float(opts.pop("temperature", 0.0) or 0.0)
         top_p = opts.pop("top_p", None)
         seed = opts.pop("seed", None)

@@ -23,12 +23,18 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from medrag.errors import InputError, ModelUnavailable
-from medrag.vlm.base import Generation, Message, check_messages
+from medrag.vlm.base import DEFAULT_MAX_IMAGE_PIXELS, Generation, Message, check_images, check_messages
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = frozenset({"localhost", "::1"})
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+HINTS = {
+    401: " (check the API key in MEDRAG_OPENAI_API_KEY)",
+    403: " (check the API key in MEDRAG_OPENAI_API_KEY)",
+    404: " (check the base URL and the model name)",
+    413: " (the request is too large for the server: send a smaller image, fewer images or less evidence)",
+}
 # Options passed through under the OpenAI name; max_new_tokens is accepted as the local backends' name.
 OPTION_NAMES = {
     "max_new_tokens": "max_tokens", "max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
@@ -94,6 +100,7 @@ class OpenAICompatLLM:
         max_backoff: float = 8.0,
         temperature: float = 0.0,
         max_tokens: int = 512,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if not model:
             raise InputError("an OpenAI-compatible model needs a model name (openai:BASE_URL#MODEL)")
@@ -106,6 +113,7 @@ class OpenAICompatLLM:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.defaults = {"temperature": temperature, "max_tokens": max_tokens}
+        self.max_image_pixels = max_image_pixels
         host = (urllib.parse.urlsplit(self.url).hostname or "").lower()
         # A server on this machine is never reached through a proxy from the environment.
         handlers = [urllib.request.ProxyHandler({})] if host in LOOPBACK or host.startswith("127.") else []
@@ -122,7 +130,9 @@ class OpenAICompatLLM:
         unknown = set(options) - set(OPTION_NAMES)
         if unknown:
             raise InputError(f"unknown generation options: {', '.join(sorted(unknown))}")
-        body: dict[str, Any] = {"model": self.model, "messages": with_images(check_messages(messages), images), **self.defaults}
+        messages = check_messages(messages)
+        check_images(images, self.max_image_pixels)
+        body: dict[str, Any] = {"model": self.model, "messages": with_images(messages, images), **self.defaults}
         for key, value in options.items():
             if value is not None:
                 body[OPTION_NAMES[key]] = value
@@ -149,7 +159,7 @@ class OpenAICompatLLM:
                     delay = self._delay(attempt, retry_after)
                     log.warning("%s answered HTTP %s; retrying in %.1f s", self.url, status, delay)
                 else:
-                    hint = " (check the API key in MEDRAG_OPENAI_API_KEY)" if status in (401, 403) else ""
+                    hint = HINTS.get(status, "")
                     excerpt = _excerpt(body)
                     if self._api_key:  # a server that echoes the request must not leak the key into logs
                         excerpt = excerpt.replace(self._api_key, "***")

@@ -14,7 +14,7 @@ from typing import Any
 
 from medrag.errors import InputError, require
 from medrag.vlm.base import Message, message_text
-from medrag.vlm.gguf_llm import TransformersLLM
+from medrag.vlm.gguf_llm import TransformersLLM, check_loading_info
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -54,9 +54,10 @@ class TransformersVLM(TransformersLLM):
     def _load(self, device: str):
         transformers = require("transformers", extra="llm", purpose="Vision-language models")
         processor = transformers.AutoProcessor.from_pretrained(str(self.location), local_files_only=True)
-        model = transformers.AutoModelForImageTextToText.from_pretrained(
-            str(self.location), local_files_only=True, dtype=self._torch_dtype(device)
+        model, info = transformers.AutoModelForImageTextToText.from_pretrained(
+            str(self.location), local_files_only=True, dtype=self._torch_dtype(device), output_loading_info=True
         )
+        check_loading_info(model, info, self)
         return processor, model
 
     @property

@@ -124,3 +124,79 @@ def test_idf_weighting_favours_rare_terms() -> None:
     assert weighted_coverage(question, {"osteoclast"}, idf) > weighted_coverage(question, {"bone"}, idf)
     assert weighted_coverage(question, question, idf) == pytest.approx(1.0)
     assert weighted_coverage(set(), {"bone"}, idf) == 0.0
+
+
+# -- sub-questions and merging ------------------------------------------------------------------
+def test_every_sub_question_gets_a_sentence_when_the_evidence_allows(composer: ExtractiveComposer) -> None:
+    evidence = [ev("bone", BONE, 1), ev("heart", HEART, 2), ev("marrow", MARROW, 3)]
+    question = "Which cells break down old bone, and what is the pacemaker of the heart?"
+    subs = ["Which cells break down old bone?", "What is the pacemaker of the heart?"]
+    one = ExtractiveComposer(composer.embedder, max_sentences=1)
+    assert len(one.compose(question, evidence)) == 1
+    draft = one.compose(question, evidence, sub_questions=subs)
+    # One place per sub-question at least, each answered by its best sentence, in the sub-questions' order.
+    assert [(d.text, d.evidence_ids, d.sub_question) for d in draft] == [
+        ("Osteoclasts break down old bone in a process called resorption.", ["bone"], 0),
+        ("The sinoatrial node in the wall of the right atrium is the pacemaker of the heart.", ["heart"], 1),
+    ]
+
+
+def test_a_sub_question_the_evidence_cannot_answer_is_left_uncovered() -> None:
+    evidence = [ev("bone", BONE, 1), ev("heart", HEART, 2)]
+    subs = ["What is the pacemaker of the heart?", "Which enzyme digests lactose?"]
+    draft = ExtractiveComposer(max_sentences=2).compose("pacemaker and lactose", evidence, sub_questions=subs)
+    assert draft[0].sub_question == 0 and draft[0].evidence_ids == ["heart"]
+    assert all(d.sub_question != 1 for d in draft)
+
+
+def test_fill_sentences_are_grouped_under_their_sub_question() -> None:
+    evidence = [ev("bone", BONE, 1), ev("heart", HEART, 2), ev("marrow", MARROW, 3)]
+    subs = ["What do osteoclasts and osteoblasts do to bone?", "What is the pacemaker of the heart?"]
+    draft = ExtractiveComposer(max_sentences=4, min_relative_score=0.0).compose(" ".join(subs), evidence, sub_questions=subs)
+    assert len(draft) == 4
+    groups = [d.sub_question for d in draft]
+    assert groups == sorted(groups, key=lambda k: (k is None, k or 0))
+    assert draft[0].sub_question == 0 and "Osteo" in draft[0].text
+    assert any(d.sub_question == 1 and "sinoatrial" in d.text for d in draft)
+
+
+def test_one_sub_question_is_the_single_question_case() -> None:
+    evidence = [ev("bone", BONE, 1), ev("heart", HEART, 2), ev("marrow", MARROW, 3)]
+    question = "Which cells break down old bone?"
+    plain = ExtractiveComposer().compose(question, evidence)
+    single = ExtractiveComposer().compose(question, evidence, sub_questions=[question])
+    assert [(d.text, d.evidence_ids) for d in single] == [(d.text, d.evidence_ids) for d in plain]
+    assert {d.sub_question for d in single} == {0} and {d.sub_question for d in plain} == {None}
+
+
+def test_passages_that_say_the_same_are_merged_into_one_cited_sentence() -> None:
+    a = Evidence("a", "Osteoclasts break down old bone in a process called resorption.", Citation("book.pdf", "a", page=7), 0.03)
+    b = Evidence("b", "Osteoclasts break down the old bone by a process called resorption.", Citation("other.pdf", "b", page=2), 0.02)
+    c = Evidence("c", "Resorption releases calcium from old bone into the blood.", Citation("book.pdf", "c", page=8), 0.02)
+    # The next chunk of the same page repeats the sentence (chunk overlap): the same place, cited once.
+    d = Evidence("d", "Osteoclasts break down old bone in a process called resorption. They are large cells.", Citation("book.pdf", "d", page=7), 0.01)
+    draft = ExtractiveComposer(max_sentences=3, min_relative_score=0.0).compose("What breaks down old bone in resorption?", [a, b, c, d])
+    osteo = [s for s in draft if "Osteoclasts" in s.text]
+    assert len(osteo) == 1
+    assert osteo[0].evidence_ids == ["a", "b"] and osteo[0].signals["merged"] == 1.0
+    assert any(s.evidence_ids == ["c"] for s in draft)
+
+
+def test_sub_questions_read_more_passages() -> None:
+    evidence = [ev(f"filler{i}", f"Filler passage number {i} mentions nothing relevant here.") for i in range(3)]
+    evidence.append(ev("late", "Osteoclasts break down old bone in a process called resorption.", 4))
+    subs = ["What is filler?", "Which cells break down old bone?"]
+    draft = ExtractiveComposer(evidence_limit=2).compose("filler and bone", evidence, sub_questions=subs)
+    assert any(d.evidence_ids == ["late"] and d.sub_question == 1 for d in draft)
+
+
+def test_questions_in_the_evidence_are_not_quoted_as_answers() -> None:
+    quiz = ev("quiz", "Which hormone is released when blood calcium is low? a. calcitonin b. parathyroid hormone.", 9)
+    fact = ev("fact", "Parathyroid hormone is released when blood calcium is low.", 3)
+    draft = ExtractiveComposer(min_relative_score=0.0).compose("Which hormone is released when blood calcium is low?", [quiz, fact])
+    assert [d.evidence_ids for d in draft] == [["fact"]]
+
+
+def test_reference_numbers_in_quotes_do_not_look_like_citations() -> None:
+    draft = ExtractiveComposer().compose("What breaks down old bone?", [ev("ref", "Osteoclasts break down old bone [12], [13-14].")])
+    assert draft[0].text == "Osteoclasts break down old bone."

@@ -199,3 +199,39 @@ def test_smollm2_composer_on_real_passages(monkeypatch) -> None:
     assert all(not re.search(r"\[\d+\]", d.text) for d in draft)
     if composer.last_source == "fallback":
         assert draft[0].text == "The sinoatrial node in the wall of the right atrium is the pacemaker of the heart."
+
+
+# -- sub-questions ---------------------------------------------------------------------------------
+SUBS = ["What is the pacemaker of the heart?", "Which cells break down old bone?"]
+
+
+def test_sub_questions_are_listed_in_the_prompt() -> None:
+    llm = ScriptedLLM(["x [1].", "y [1]."])
+    composer = LLMComposer(llm, ExtractiveComposer())
+    composer.compose(QUESTION, EVIDENCE)
+    composer.compose("heart and bone?", EVIDENCE, sub_questions=SUBS)
+    single, split = (prompt[1]["content"] for prompt in llm.prompts)
+    assert "has these parts" not in single
+    assert "has these parts" in split and "1. What is the pacemaker of the heart?\n2. Which cells break down old bone?" in split
+    assert split.index("END EVIDENCE DATA") < split.index("1. What is the pacemaker")
+
+
+def test_sentences_are_matched_to_the_sub_question_they_answer() -> None:
+    llm = ScriptedLLM(["Osteoclasts break down old bone [2]. The sinoatrial node is the pacemaker of the heart [1]. The heart has a node [1]. Bone is hard tissue [2]."])
+    draft = LLMComposer(llm, ExtractiveComposer(), max_sentences=1).compose("heart and bone?", EVIDENCE, sub_questions=SUBS)
+    # At least one sentence per sub-question is allowed, whatever max_sentences says.
+    assert [(d.evidence_ids, d.sub_question) for d in draft] == [(["bone"], 1), (["heart"], 0)]
+
+
+def test_the_fallback_covers_the_sub_questions_too() -> None:
+    composer = LLMComposer(ScriptedLLM(["NOT IN EVIDENCE"]), ExtractiveComposer(max_sentences=1))
+    draft = composer.compose("heart and bone?", EVIDENCE, sub_questions=SUBS)
+    assert composer.last_source == "fallback"
+    assert [(d.evidence_ids, d.sub_question) for d in draft] == [(["heart"], 0), (["bone"], 1)]
+
+
+def test_an_unexpected_backend_error_falls_back_with_its_traceback_logged(caplog) -> None:
+    composer, draft, _ = compose(RuntimeError("CUDA out of memory"))
+    assert draft and draft[0].evidence_ids == ["heart"]
+    assert composer.last_source == "fallback" and composer.last_error == "unexpected RuntimeError: CUDA out of memory"
+    assert "raised an unexpected error" in caplog.text and "Traceback" in caplog.text

@@ -18,8 +18,21 @@ CITE = re.compile(r"\[(\d+)\]")
 PASSAGE = re.compile(r'\[(\d+)\] Source:[^\n]*\n"""\n(.*?)\n"""', re.S)
 
 
+def is_compose(request: dict) -> bool:
+    """The cited-answer prompt (the agent also asks the model to plan and to second-check support)."""
+    return "numbered evidence passages" in request["messages"][0]["content"]
+
+
 def cite_the_pacemaker_passage(request: dict) -> str:
-    """Answer like a well-behaved model: quote the passage about the pacemaker, cite it, plus one invented citation."""
+    """Answer like a well-behaved model: quote the passage about the pacemaker, cite it, plus one invented citation.
+
+    Asked to split the question it keeps it whole; asked whether passages support a sentence it says yes.
+    """
+    system = request["messages"][0]["content"]
+    if "split medical questions" in system:
+        return json.dumps([QUESTION])
+    if "support a sentence" in system:
+        return "yes"
     user = request["messages"][-1]["content"]
     n = next(num for num, text in PASSAGE.findall(user) if "pacemaker" in text)
     return (
@@ -69,8 +82,9 @@ def test_ask_with_an_openai_compatible_server(cli, server: FakeOpenAIServer) -> 
     assert not answer["abstained"]
     assert answer["answer"] == "The sinoatrial node in the wall of the right atrium is the pacemaker of the heart. [1]"
     assert answer["citations"][0]["page"] == 2
-    assert len(server.requests) == 1
-    sent = server.requests[0]
+    composed = [r for r in server.requests if is_compose(r)]
+    assert len(composed) == 1
+    sent = composed[0]
     assert sent["model"] == "fake-model" and sent["temperature"] == 0.0
     assert QUESTION in sent["messages"][-1]["content"]
     assert "Authorization" not in server.headers[0]
@@ -85,12 +99,13 @@ def test_api_key_comes_from_the_environment(cli, server: FakeOpenAIServer, clean
 
 
 def test_a_failing_server_falls_back_to_the_extractive_answer(cli, server: FakeOpenAIServer) -> None:
-    server.fail_with = [(401, '{"error": "bad key"}')]
+    server.fail_with = [(401, '{"error": "bad key"}')] * 20  # 401 is not retried: every call fails once
     code, out, err = cli("ask", QUESTION, "--index", "notes", "--json", "--llm", f"openai:{server.base_url}#fake-model")
     assert code == 0, err
     answer = json.loads(out)
     assert_contract(answer)
     assert answer["answer"].startswith("The sinoatrial node")
+    assert any(is_compose(r) for r in server.requests)
     code, extractive, _ = cli("ask", QUESTION, "--index", "notes", "--json")
     assert json.loads(extractive)["answer"] == answer["answer"]
 

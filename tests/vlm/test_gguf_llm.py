@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from medrag.errors import InputError, ModelUnavailable
-from medrag.testing.fake_llm import VisionLanguageModelConformance
+from medrag.testing.fake_llm import VisionLanguageModelConformance, build_tiny_chat_llm
 from medrag.vlm.base import Generation, VisionLanguageModel
 from medrag.vlm.gguf_llm import GGUFLLM, TransformersLLM, resolve_gguf
 
@@ -66,27 +66,7 @@ def test_nothing_loads_before_the_first_generate(tmp_path: Path) -> None:
 # -- a tiny random model of a real architecture, saved and loaded through the public path ------------
 @pytest.fixture(scope="module")
 def tiny_llm_dir(tmp_path_factory) -> Path:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins word tokens with spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<pad>", bos_token="<|im_start|>")
-    fast.chat_template = (
-        "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
-    )
-    fast.save_pretrained(folder)
-    config = LlamaConfig(
-        vocab_size=len(WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=3,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return build_tiny_chat_llm(tmp_path_factory.mktemp("tiny-llama"), words=WORDS)
 
 
 class TestTinyLlamaConformance(VisionLanguageModelConformance):
