@@ -35,6 +35,15 @@ class RetrievalSettings(BaseModel):
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
     dense_weight: float = Field(1.0, ge=0.0, description="weight of the dense ranking in fusion")
     lexical_weight: float = Field(1.0, ge=0.0, description="weight of the BM25 ranking in fusion")
+    fusion: Literal["score", "rrf"] = Field(
+        "score", description="score: convex combination of scores divided by their list's best; rrf: reciprocal rank fusion (ranks only)"
+    )
+    dense_share: float = Field(
+        0.75, ge=0.0, le=1.0, description="score fusion: weight of the dense scores, BM25 gets the rest (tuned on the MIRAGE dev half)"
+    )
+    source_weights: dict[str, float] = Field(
+        default_factory=dict, description="fused-score multiplier per source file (glob, e.g. {'*.pdf': 1.2}); first match wins"
+    )
     page_weight: float = Field(0.5, ge=0.0, description="weight of the page-level BM25 rank in fusion")
     figure_weight: float = Field(0.5, ge=0.0, description="boost of caption chunks when the question asks about a figure")
     adaptive_ratio: float | None = Field(
@@ -47,6 +56,13 @@ class AgentSettings(BaseModel):
     max_sentences: int = Field(3, ge=1, le=20)
     abstain_below: float = Field(0.45, ge=0.0, le=1.0, description="confidence under which the agent abstains")
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="sentence support under which verify drops it")
+    max_rounds: int = Field(3, ge=1, le=10, description="think-act-rethink rounds before composing regardless")
+    sufficient_above: float = Field(
+        0.5, ge=0.0, le=1.0, description="relevance of the best evidence for a sub-question at which it counts as answered"
+    )
+    tool_timeout_s: float = Field(60.0, gt=0.0, description="a tool call running longer becomes a failed step")
+    max_parallel_tools: int = Field(4, ge=1, le=32, description="tool calls run at once in one round")
+    deidentify: bool = Field(False, description="scrub names, dates, phone numbers and record numbers from the question")
 
 
 class Settings(BaseModel):
@@ -84,6 +100,7 @@ _ENV = {
     "MEDRAG_OCR": ("ocr",),
     "MEDRAG_TOP_K": ("retrieval", "top_k"),
     "MEDRAG_ABSTAIN_BELOW": ("agent", "abstain_below"),
+    "MEDRAG_MAX_ROUNDS": ("agent", "max_rounds"),
 }
 
 

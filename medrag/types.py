@@ -24,6 +24,18 @@ class TextBlock:
 
 
 @dataclass
+class Figure:
+    """A figure on a page: its region, the caption linked to it by layout, and its saved image."""
+
+    bbox: BBox
+    label: str | None = None  # "Figure 22.3", from the linked caption
+    caption: str | None = None
+    caption_bbox: BBox | None = None
+    image_path: str | None = None  # PNG crop of the region, when figures are saved
+    origin: str = "image"  # image (embedded raster) | drawing (vector graphics) | scan (found on a page scan)
+
+
+@dataclass
 class Page:
     """One page of a document. ``number`` is 1-based, as printed citations use."""
 
@@ -32,6 +44,7 @@ class Page:
     width: float = 0.0
     height: float = 0.0
     thumbnail_path: str | None = None
+    figures: list[Figure] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -136,13 +149,24 @@ class ToolResult:
 class TraceStep:
     """One step of the agent, kept so users can see how an answer was reached."""
 
-    node: str
-    summary: str
+    node: str  # the graph step: intake, plan, act, rethink, compose, verify
+    summary: str  # one line saying what came out
     details: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
+    tool: str | None = None  # the tool an act step called
+    inputs: dict[str, Any] = field(default_factory=dict)
+    round: int = 0  # think-act-rethink round (0: before acting)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "step": self.node,
+            "tool": self.tool,
+            "inputs": self.inputs,
+            "outputs_summary": self.summary,
+            "ms": round(1000 * self.duration_s, 2),
+            "round": self.round,
+            "details": self.details,
+        }
 
 
 @dataclass
@@ -198,6 +222,13 @@ class Answer:
                 extra = "".join(f", {k} {v}" for k, v in c.locator.items() if v)
                 lines.append(f"  [{i}] {c.title or c.source}{where}{extra} ({c.source}; score {c.score:.2f})")
         lines.append(f"Confidence: {self.confidence:.2f}" + (" (abstained)" if self.abstained else ""))
+        for section, items in self.report.items():
+            if items:
+                lines.append(f"{section.capitalize()}: " + " ".join(f"{s.text} " + "".join(f"[{n}]" for n in s.citations) for s in items))
+        if self.rationale:
+            lines.append("How this was found:")
+            lines.extend(f"  - {step}" for step in self.rationale)
+        lines.extend(f"Note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 

@@ -81,20 +81,27 @@ def test_another_on_topic_question(agent: Agent) -> None:
     assert_citations_consistent(answer)
 
 
+def nodes(answer: Answer) -> list[str]:
+    return [t.node for t in answer.trace]
+
+
 def test_trace_has_the_steps_in_order_with_durations(agent: Agent) -> None:
     answer = agent.ask("Which cells break down old bone?")
-    assert [t.node for t in answer.trace] == ["retrieve", "compose", "verify"]
+    assert nodes(answer) == ["intake", "plan", "act", "rethink", "compose", "verify"]
     assert all(isinstance(t.duration_s, float) and t.duration_s >= 0 for t in answer.trace)
     assert sum(t.duration_s for t in answer.trace) > 0
-    retrieve, compose, verify = answer.trace
-    assert retrieve.details["ok"] is True and retrieve.details["tool"] == "search_text"
-    assert retrieve.details["inputs"] == {"query": "Which cells break down old bone?"}
-    assert retrieve.summary == f"search_text: {len(retrieve.details['evidence'])} passages"
+    intake, plan, retrieve, rethink, compose, verify = answer.trace
+    assert plan.details["sub_questions"] == ["Which cells break down old bone?"]
+    assert retrieve.details["ok"] is True and retrieve.tool == "search_text"
+    assert retrieve.inputs == {"query": "Which cells break down old bone?"}
+    assert retrieve.summary.startswith(f"{len(retrieve.details['evidence'])} evidence (")
     assert {c.chunk_id for c in answer.citations} <= set(retrieve.details["evidence"])
+    assert rethink.details["decision"] == "enough evidence for every sub-question"
+    assert answer.rounds == 1 and answer.sub_questions == ["Which cells break down old bone?"]
     assert [s.text for s in answer.sentences] == [s for s in compose.details["sentences"] if s not in verify.details["dropped"]]
     assert verify.summary.startswith("answered")
     assert verify.details["threshold"] == agent.settings.agent.abstain_below
-    assert all(0.0 <= v <= 1.0 for v in verify.details["signals"].values())
+    assert all(0.0 <= v <= 1.0 for v in verify.details["signals"].values()), verify.details["signals"]
 
 
 @pytest.mark.parametrize("question", ["What is the capital of France?", "Who won the football world cup in 1998?"])
@@ -104,7 +111,12 @@ def test_off_topic_question_abstains(agent: Agent, question: str) -> None:
     assert answer.text == ABSTAIN_TEXT
     assert answer.citations == [] and answer.sentences == []
     assert answer.confidence < agent.settings.agent.abstain_below
-    assert [t.node for t in answer.trace] == ["retrieve", "compose", "verify"]
+    assert nodes(answer)[:3] == ["intake", "plan", "act"] and nodes(answer)[-2:] == ["compose", "verify"]
+    # Thin evidence: it searched again with other words, then stopped with nothing new to try.
+    assert answer.rounds >= 2
+    rethinks = [t for t in answer.trace if t.node == "rethink"]
+    assert rethinks[0].details["next"][0]["why"] == "evidence thin: search again with other words"
+    assert rethinks[-1].details["decision"].startswith("stop")
     assert answer.trace[-1].summary.startswith("abstained")
     assert "Sources:" not in answer.format() and "(abstained)" in answer.format()
 
@@ -154,13 +166,12 @@ def test_failing_search_tool_abstains_and_records_the_failure(tool, name, messag
     assert answer.abstained
     assert answer.text == ABSTAIN_TEXT and answer.citations == []
     assert answer.confidence == 0.0
-    assert [t.node for t in answer.trace] == ["retrieve", "compose", "verify"]
-    retrieve = answer.trace[0]
-    assert retrieve.details["ok"] is False and retrieve.details["tool"] == name
+    retrieve = answer.trace[2]
+    assert retrieve.node == "act" and retrieve.details["ok"] is False and retrieve.tool == name
     assert retrieve.details["evidence"] == []
-    assert retrieve.summary == f"{name} failed: {message}"
-    assert answer.trace[1].summary == "0 sentences drafted (extractive)"
-    assert json.loads(answer.to_json())["trace"][0]["details"]["ok"] is False
+    assert retrieve.summary == f"failed: {message}"
+    assert answer.trace[-2].summary == "0 sentences drafted (extractive)"
+    assert json.loads(answer.to_json())["trace"][2]["details"]["ok"] is False
 
 
 def test_base_tool_rejects_unknown_inputs_as_a_failed_result() -> None:
@@ -192,10 +203,13 @@ def test_answer_json_matches_the_contract(agent: Agent) -> None:
         assert isinstance(c["page"], int) and isinstance(c["score"], float)
         assert isinstance(c["bbox"], list) and len(c["bbox"]) == 4
     assert all(set(s) == {"text", "citations", "support"} for s in data["sentences"])
-    assert [t["node"] for t in data["trace"]] == ["retrieve", "compose", "verify"]
+    assert [t["step"] for t in data["trace"]] == ["intake", "plan", "act", "rethink", "compose", "verify"]
+    assert data["rounds"] == 1 and data["sub_questions"] == ["Which cells break down old bone?"]
     for step in data["trace"]:
-        assert set(step) == {"node", "summary", "details", "duration_s"}
-        assert isinstance(step["duration_s"], float)
+        assert {"step", "tool", "inputs", "outputs_summary", "ms"} <= set(step)
+        assert isinstance(step["ms"], float) and step["ms"] >= 0
+    act = data["trace"][2]
+    assert act["tool"] == "search_text" and act["inputs"] == {"query": "Which cells break down old bone?"}
     for n in (int(x) for x in CITE.findall(data["answer"])):
         assert data["citations"][n - 1]["n"] == n
 
@@ -207,7 +221,8 @@ def test_format_lists_numbered_sources(agent: Agent) -> None:
     text = agent.ask("Which cells break down old bone?").format()
     assert "\nSources:\n  [1] Notes on Anatomy, p. 1" in text
     assert "(anatomy.pdf; score " in text
-    assert re.search(r"Confidence: \d\.\d\d$", text)
+    assert re.search(r"\nConfidence: \d\.\d\d\n", text)
+    assert "\nNote: " in text and "confirm" in text  # the safety note is printed, not only in JSON
 
 
 def test_where_filter_reaches_the_search_tool(tmp_path: Path, hashing_embedder, settings) -> None:
@@ -222,7 +237,7 @@ def test_where_filter_reaches_the_search_tool(tmp_path: Path, hashing_embedder, 
     assert "marrow.pdf" in {c.source for c in unfiltered.citations}
     assert "flat bones" in unfiltered.text
     filtered = agent.ask(question, where={"source": "anatomy.pdf"})
-    assert filtered.trace[0].details["inputs"]["where"] == {"source": "anatomy.pdf"}
+    assert all(step.inputs["where"] == {"source": "anatomy.pdf"} for step in filtered.trace if step.node == "act")
     assert not filtered.abstained and filtered.citations
     assert {c.source for c in filtered.citations} == {"anatomy.pdf"}
     assert "trabeculae hold red marrow" in filtered.text
@@ -231,7 +246,7 @@ def test_where_filter_reaches_the_search_tool(tmp_path: Path, hashing_embedder, 
 def test_each_question_starts_from_fresh_state(agent: Agent) -> None:
     first = agent.ask("Which cells break down old bone?")
     second = agent.ask("What is the pacemaker of the heart?")
-    assert len(second.trace) == 3
+    assert len(second.trace) == 6 and second.trace[0].details["turn"] == 1
     assert {c.chunk_id for c in first.citations}.isdisjoint({c.chunk_id for c in second.citations})
     many = agent.ask_many(["Which cells break down old bone?", "What is the capital of France?"])
     assert [a.abstained for a in many] == [False, True]
@@ -254,11 +269,16 @@ def test_from_index(anatomy_index, hashing_embedder, settings) -> None:
         Agent.from_index("anatomy", settings=settings, embedder=HashingEmbedder(dim=64))
 
 
-EXPECTED_NODES = ["__end__", "__start__", "compose", "retrieve", "verify"]
+EXPECTED_NODES = ["__end__", "__start__", "act", "compose", "intake", "plan", "rethink", "verify"]
 EXPECTED_EDGES = [
-    ("__start__", "retrieve", False),
+    ("__start__", "intake", False),
+    ("act", "rethink", False),
     ("compose", "verify", False),
-    ("retrieve", "compose", False),
+    ("intake", "plan", False),
+    ("plan", "act", True),
+    ("plan", "compose", True),
+    ("rethink", "act", True),
+    ("rethink", "compose", True),
     ("verify", "__end__", False),
 ]
 

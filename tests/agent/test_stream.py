@@ -23,7 +23,7 @@ def test_stream_yields_steps_in_order_then_the_answer() -> None:
     events = list(make_agent().stream("What is the pacemaker of the heart?"))
     steps, answer = events[:-1], events[-1]
     assert all(isinstance(e, TraceStep) for e in steps)
-    assert [s.node for s in steps] == ["retrieve", "compose", "verify"]
+    assert [s.node for s in steps] == ["intake", "plan", "act", "rethink", "compose", "verify"]
     assert isinstance(answer, Answer) and answer.trace == steps
     assert "sinoatrial node" in answer.text and answer.citations[0].source == "heart.pdf"
 

@@ -94,7 +94,9 @@ def test_answers_follow_the_contract(questions, answers) -> None:
         data = json.loads(answers[q["qid"]].to_json())
         assert {"answer", "abstained", "confidence", "citations", "trace"} <= set(data)
         assert 0.0 <= data["confidence"] <= 1.0
-        assert [t["node"] for t in data["trace"]] == ["retrieve", "compose", "verify"]
+        steps = [t["step"] for t in data["trace"]]
+        assert steps[:3] == ["intake", "plan", "act"] and steps[-2:] == ["compose", "verify"]
+        assert 1 <= data["rounds"] <= 3 and data["sub_questions"]
         assert all({"n", "source", "page", "chunk_id", "score"} <= set(c) for c in data["citations"])
 
 

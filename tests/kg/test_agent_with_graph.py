@@ -35,10 +35,17 @@ def agent(tmp_path_factory) -> Agent:
     )
 
 
+def round_one(answer):
+    return [step for step in answer.trace if step.node == "act" and step.round == 1]
+
+
 def test_graph_runs_beside_retrieval_and_its_definition_is_cited(agent: Agent) -> None:
     answer = agent.ask("What is arachnodactyly?")
-    assert sorted(step.node for step in answer.trace[:2]) == ["graph", "retrieve"]
-    assert [step.node for step in answer.trace[2:]] == ["compose", "verify"]
+    assert [step.node for step in answer.trace[:2]] == ["intake", "plan"]
+    assert sorted(step.tool for step in round_one(answer)) == ["kg_lookup", "search_text"]
+    graph_call = next(step for step in round_one(answer) if step.tool == "kg_lookup")
+    assert graph_call.inputs["operation"] == "define"
+    assert [step.node for step in answer.trace[-2:]] == ["compose", "verify"]
     assert not answer.abstained
     assert "slender fingers" in answer.text.lower()
     node_citations = [c for c in answer.citations if c.locator.get("node_id") == "HP:0001166"]
@@ -47,15 +54,32 @@ def test_graph_runs_beside_retrieval_and_its_definition_is_cited(agent: Agent) -
 
 def test_graph_failure_is_a_recorded_step_not_a_crash(agent: Agent) -> None:
     answer = agent.ask("Which cells break down old bone?")  # no graph concept in it
-    graph_step = next(step for step in answer.trace if step.node == "graph")
-    assert graph_step.details["ok"] is False and "failed" in graph_step.summary
+    graph_step = next(step for step in answer.trace if step.tool == "kg_lookup")
+    assert graph_step.details["ok"] is False and graph_step.summary.startswith("failed:")
     assert not answer.abstained and all(c.source == "anatomy.pdf" for c in answer.citations)
 
 
-def test_compiled_graph_has_the_parallel_branch(agent: Agent) -> None:
+def test_differential_question_ranks_diseases_from_phenotypes(agent: Agent) -> None:
+    answer = agent.ask("What is the differential diagnosis for arachnodactyly and ectopia lentis?")
+    call = next(step for step in round_one(answer) if step.tool == "kg_lookup")
+    assert call.inputs["operation"] == "diseases"
+    assert call.details["ok"] is True
+    graph_evidence = call.details["evidence"]
+    assert graph_evidence and any("154700" in e for e in graph_evidence)  # Marfan syndrome ranks
+
+
+def test_relation_question_asks_for_a_path(agent: Agent) -> None:
+    answer = agent.ask("What is the relationship between Marfan syndrome and arachnodactyly?")
+    call = next(step for step in round_one(answer) if step.tool == "kg_lookup")
+    assert call.inputs == {"operation": "path", "text": "Marfan syndrome", "target": "arachnodactyly"}
+    assert call.details["ok"] is True and call.details["evidence"]
+
+
+def test_compiled_graph_is_the_same_with_a_graph_tool(agent: Agent) -> None:
     drawn = agent.graph.get_graph()
     edges = {(e.source, e.target) for e in drawn.edges}
-    assert {("__start__", "retrieve"), ("__start__", "graph"), ("retrieve", "compose"), ("graph", "compose")} <= edges
+    assert {("intake", "plan"), ("plan", "act"), ("act", "rethink"), ("rethink", "act"), ("rethink", "compose")} <= edges
+    assert sorted(agent.tools) == ["kg_lookup", "search_text"]
 
 
 def test_unknown_graph_name_fails_before_any_question(tmp_path: Path, monkeypatch) -> None:
@@ -63,4 +87,4 @@ def test_unknown_graph_name_fails_before_any_question(tmp_path: Path, monkeypatc
 
     monkeypatch.setenv("MEDRAG_HOME", str(tmp_path))
     with pytest.raises(GraphNotFound):
-        Agent._graph_tool("missing")
+        Agent.from_config({"graph": "missing"})
