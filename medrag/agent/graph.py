@@ -322,9 +322,9 @@ class Agent:
             verdicts, vetoed = self.support_checker.review(verdicts, evidence)
         kept = [v for v in verdicts if v.supported]
         dropped = [v.sentence.text for v in verdicts if not v.supported]
-        value, signals = confidence(state["query_text"], kept, evidence, self.term_idf)
-        abstained = not kept or value < self.settings.agent.abstain_below
         subs: list[SubQuestion] = state.get("sub_questions") or []
+        value, signals = self._confidence(state["query_text"], subs, kept, evidence)
+        abstained = not kept or value < self.settings.agent.abstain_below
         missing = self._missing(subs, kept, evidence)
         step = TraceStep(
             "verify",
@@ -340,6 +340,22 @@ class Agent:
         answer.rationale = self._rationale(state, answer, dropped)
         turn = Turn(question, answer.text, abstained, [evidence[c.chunk_id] for c in answer.citations if c.chunk_id in evidence])
         return {"answer": answer, "trace": [step], "history": [turn]}
+
+    def _confidence(self, question: str, subs: Sequence[SubQuestion], kept, evidence: dict[str, Evidence]) -> tuple[float, dict[str, Any]]:
+        """The answer's confidence; for a question in parts, the mean of each part's (a part with no sentence counts 0)."""
+        tagged = [getattr(v.sentence, "sub_question", None) for v in kept]
+        if len(subs) <= 1 or all(t is None for t in tagged):
+            return confidence(question, kept, evidence, self.term_idf)
+        parts = []
+        for i, sub in enumerate(subs):
+            mine = [v for v, t in zip(kept, tagged) if t == i]
+            parts.append(confidence(sub.query, mine, evidence, self.term_idf) if mine else (0.0, {}))
+        value = sum(v for v, _ in parts) / len(parts)
+        signals: dict[str, Any] = {"parts": [round(v, 4) for v, _ in parts]}
+        for key in ("relevance", "coverage", "support"):
+            values = [sig[key] for _, sig in parts if key in sig]
+            signals[key] = sum(values) / len(values) if values else 0.0
+        return value, signals
 
     def _missing(self, subs: Sequence[SubQuestion], kept, evidence: dict[str, Evidence]) -> list[str]:
         """Sub-questions no kept sentence answers (by the composer's tag, else by judging the kept evidence)."""
