@@ -1,6 +1,7 @@
-"""Benchmark the classical image tools on CPU: per-tool latency on the shared images, to a JSON file.
+"""Benchmark the image tools on CPU: per-tool latency on the shared images, to a JSON file.
 
     .venv/bin/python tools/bench_vision.py --out results/bench_vision.json
+    .venv/bin/python tools/bench_vision.py --classifier ~/.medrag/models/medpix-modality --only-models --out results/bench_classifier.json
 
 For each (tool, image): the median, min and max wall time of --repeats calls
 (after one warm-up), split into load_image and the whole tool call (load +
@@ -46,7 +47,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/bench_vision.json"))
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--classifier", type=Path, default=None, help="also time classify_image with this trained model folder")
+    parser.add_argument("--only-models", action="store_true", help="time only the model-backed tools given above")
     args = parser.parse_args()
+    cases = [] if args.only_models else list(CASES)
+    if args.classifier:
+        medpix = "../medpix/images/MPX1009_synpic46283.png"
+        cases += [("classify_image", medpix, {"saliency": False}), ("classify_image", medpix, {"saliency": True})]
 
     os.environ["MEDRAG_HOME"] = tempfile.mkdtemp(prefix="medrag-bench-vision-")
     import numpy
@@ -59,16 +66,19 @@ def main() -> None:
     from medrag.vision import load_image
 
     rows = []
-    for name, rel, inputs in CASES:
+    from medrag.tools import classify  # noqa: F401  (registers the classifiers)
+
+    for name, rel, inputs in cases:
         path = args.data / rel
         img = load_image(path)
-        tool = tools.create(name)
+        tool = tools.create(name, model=args.classifier) if name == "classify_image" else tools.create(name)
         result = tool(image=str(path), **inputs)
         if not result.ok:
             raise SystemExit(f"{name} on {rel} failed: {result.error}")
         rows.append({
             "tool": name,
             "image": rel,
+            "inputs": inputs,
             "size": [img.width, img.height],
             "megapixels": round(img.width * img.height / 1e6, 2),
             "modality": img.modality,
@@ -78,7 +88,8 @@ def main() -> None:
         })
         print(f"{name:20s} {rel[-40:]:40s} load {rows[-1]['load_image']['median_ms']:7.1f} ms  tool {rows[-1]['tool_call']['median_ms']:7.1f} ms")
     report = {
-        "what": "per-tool latency of the classical (no weights) image tools, CPU, one process",
+        "what": "per-tool latency of the image tools, CPU, one process (model tools: weights loaded during warm-up)",
+        "load_average": os.getloadavg(),
         "repeats": args.repeats,
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "versions": {"numpy": numpy.__version__, "pillow": PIL.__version__, "pydicom": pydicom.__version__, "scikit-image": skimage.__version__},

@@ -52,3 +52,22 @@ def assets_dir(kind: str) -> Path:
     from medrag.config import load_settings
 
     return load_settings().home / "assets" / kind
+
+
+def draw_heatmap(
+    display: Image.Image,
+    heat: np.ndarray,
+    boxes: dict[str, tuple[int, int, int, int] | None] | None = None,
+    *,
+    alpha: float = 0.5,
+) -> Image.Image:
+    """A [0, 1] heat map blended over the image in a blue-to-red ramp (stronger where hotter), boxes outlined."""
+    base = np.asarray(display.convert("RGB"), dtype=np.float32)
+    if heat.shape != base.shape[:2]:
+        raise ValueError(f"heat map is {heat.shape}, image is {base.shape[:2]}")
+    h = np.clip(np.nan_to_num(heat.astype(np.float32)), 0.0, 1.0)[..., None]
+    # Ramp: blue (0) -> yellow (0.5) -> red (1); weight grows with heat so cold areas stay readable.
+    colour = np.concatenate([np.clip(2 * h, 0, 1), np.clip(2 - 2 * h, 0, 1) * np.clip(2 * h, 0, 1), np.clip(1 - 2 * h, 0, 1)], axis=2) * 255
+    weight = alpha * h
+    blended = (1 - weight) * base + weight * colour
+    return draw_overlay(Image.fromarray(blended.round().astype(np.uint8), "RGB"), None, boxes)
