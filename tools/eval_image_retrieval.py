@@ -1,7 +1,13 @@
-"""Image-text retrieval of our own dual encoder on MedPix, evaluated on cases held apart.
+"""Image-text retrieval of our own dual encoder and the modality classifier on MedPix, evaluated on cases held apart.
 
     python tools/eval_image_retrieval.py --data ../shared/data/medpix --out results/image_retrieval.json --epochs 20 --threads 1
     python tools/eval_image_retrieval.py --model DIR ...     # evaluate a trained folder, no training
+    python tools/eval_image_retrieval.py --train-data DIR_A --data DIR_B --out FILE.json
+        # train on all of DIR_A (or DIR_A/medpix), evaluate on all of DIR_B (or DIR_B/medpix); the trained
+        # models are cached by the training data's fingerprint (--cache), so a second run reuses them
+
+The top of the JSON holds the headline figures: image_to_case_recall@10, text_to_image_recall@10,
+chance@10 (of image->same case), modality_accuracy, plane_accuracy, n_images.
 
 Trains on the train split (whole cases), then embeds the held-out images and
 captions through DualEncoderEmbedder (the path users take) and reports
@@ -36,9 +42,26 @@ def pixel_baseline(pairs) -> np.ndarray:
     return l2_normalise(np.stack(rows))
 
 
+def medpix_folder(path: str) -> Path:
+    """DIR itself when it holds images.jsonl, else DIR/medpix."""
+    folder = Path(path).expanduser()
+    return folder if (folder / "images.jsonl").is_file() else folder / "medpix"
+
+
+def training_key(folder: Path, args) -> str:
+    """A cache key: the training listing's bytes and the options that change the model."""
+    import hashlib
+
+    digest = hashlib.sha256((folder / "images.jsonl").read_bytes())
+    digest.update(f"{args.epochs}/{args.batch_size}/{args.image_size}/{args.seed}/v1".encode())
+    return digest.hexdigest()[:16]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/medpix", help="MedPix folder with images.jsonl")
+    parser.add_argument("--data", default="../shared/data/medpix", help="MedPix folder with images.jsonl (or its parent)")
+    parser.add_argument("--train-data", help="train on all of this MedPix folder (or its parent) and evaluate on all of --data")
+    parser.add_argument("--cache", default="~/.cache/medrag/eval_image_retrieval", help="where --train-data models are cached")
     parser.add_argument("--out", default="results/image_retrieval.json")
     parser.add_argument("--model", help="evaluate this trained folder instead of training")
     parser.add_argument("--save", help="where to save the trained model (default: a temporary folder)")
@@ -58,26 +81,69 @@ def main(argv: list[str] | None = None) -> int:
     from medrag.embed.image_text import DualEncoderEmbedder
     from medrag.embed.medpix import load_medpix_pairs, split_by_group
     from medrag.embed.train import retrieval_metrics, train_dual_encoder
+    from medrag.vision.modality import ModalityClassifier, evaluate_modality_classifier, load_medpix_modality_samples, train_modality_classifier
 
-    pairs = load_medpix_pairs(args.data)
-    train, test = split_by_group(pairs, args.test_fraction, seed=args.seed)
-    assert not {p.group_id for p in train} & {p.group_id for p in test}
+    data = medpix_folder(args.data)
+    pairs = load_medpix_pairs(data)
+    modality_samples = load_medpix_modality_samples(data)
+    if args.train_data:
+        train_folder = medpix_folder(args.train_data)
+        train, test = load_medpix_pairs(train_folder), pairs
+        train_modality = load_medpix_modality_samples(train_folder)
+        test_modality = modality_samples
+        split = f"train on all of {train_folder}, evaluate on all of {data}"
+        overlap = {p.group_id for p in train} & {p.group_id for p in test}
+    else:
+        train, test = split_by_group(pairs, args.test_fraction, seed=args.seed)
+        assert not {p.group_id for p in train} & {p.group_id for p in test}
+        held = {p.group_id for p in test}
+        train_modality = [s for s in modality_samples if s[3] not in held]  # every image of a training case
+        test_modality = [s for s in modality_samples if s[3] in held]
+        split = f"by case, hash of seed {args.seed}, test fraction {args.test_fraction}"
+        overlap = set()
     result: dict = {
-        "data": {"folder": str(args.data), "pairs": len(pairs), "train_pairs": len(train), "test_pairs": len(test),
+        "data": {"folder": str(data), "pairs": len(pairs), "train_pairs": len(train), "test_pairs": len(test),
                  "train_cases": len({p.group_id for p in train}), "test_cases": len({p.group_id for p in test}),
-                 "split": f"by case, hash of seed {args.seed}, test fraction {args.test_fraction}"},
+                 "cases_in_both": len(overlap), "split": split},
     }
     tmp = None
     folder = args.model
+    modality_folder = None
     if folder is None:
+        if args.train_data:
+            cache = Path(args.cache).expanduser() / training_key(medpix_folder(args.train_data), args)
+            folder, modality_folder = str(cache / "retriever"), cache / "modality"
+        else:
+            tmp = tempfile.TemporaryDirectory()
+            folder = args.save or str(Path(tmp.name) / "model")
+            modality_folder = Path(tmp.name) / "modality"
+        if (Path(folder) / "config.json").is_file():
+            result["training"] = {"cached": folder}
+        else:
+            started = time.perf_counter()
+            training = train_dual_encoder(train, folder, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+                                          seed=args.seed, progress=not args.no_progress)
+            result["training"] = {"wall_seconds": round(time.perf_counter() - started, 1), **training}
+    else:
         tmp = tempfile.TemporaryDirectory()
-        folder = args.save or str(Path(tmp.name) / "model")
-        started = time.perf_counter()
-        training = train_dual_encoder(train, folder, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-                                      seed=args.seed, progress=not args.no_progress)
-        result["training"] = {"wall_seconds": round(time.perf_counter() - started, 1), **training}
+        modality_folder = Path(tmp.name) / "modality"  # never written beside a model the user passed
 
+    # Modality and plane: trained on the training cases, measured on the evaluated ones, two ways:
+    # on the retriever's own image vectors (what image search routes with) and on image statistics.
     embedder = DualEncoderEmbedder(folder)
+    result["modality_variants"] = {}
+    for variant, features_from in (("retriever_vectors", embedder), ("image_statistics", None)):
+        started = time.perf_counter()
+        target = modality_folder / variant
+        if not (target / "config.json").is_file():
+            train_modality_classifier(train_modality, target, embedder=features_from)
+        classifier = ModalityClassifier(target, embedder=embedder)
+        result["modality_variants"][variant] = {
+            "classifier": classifier.config["model"], "train_images": classifier.config["data"]["samples"],
+            **evaluate_modality_classifier(classifier, test_modality), "seconds": round(time.perf_counter() - started, 1)}
+    result["modality"] = {"used": "retriever_vectors", **result["modality_variants"]["retriever_vectors"]}
+    stats = result["modality_variants"]["image_statistics"]
+
     started = time.perf_counter()
     images = []
     for pair in test:
@@ -87,14 +153,29 @@ def main(argv: list[str] | None = None) -> int:
     image_vecs = embedder.embed_images(images)
     text_vecs = embedder.embed_queries([p.caption for p in test])
     captions, groups = [p.caption for p in test], [p.group_id for p in test]
-    result["model"] = {"folder": folder if tmp is None or args.save else "(temporary)", "config": {
+    result["model"] = {"folder": folder if tmp is None or args.save or args.model else "(temporary)", "config": {
         k: v for k, v in embedder.config.items() if k not in {"metrics"}}}
     result["heldout"] = retrieval_metrics(image_vecs, text_vecs, captions, groups)
     result["heldout"]["embed_seconds"] = round(time.perf_counter() - started, 1)
     pixels = pixel_baseline(test)
     result["pixel_baseline_heldout"] = {"image_to_same_case": retrieval_metrics(pixels, pixels, captions, groups)["image_to_same_case"]}
     same_case = result["heldout"]["image_to_same_case"]
-    result["target"] = {"image_to_same_case_recall@10": 0.30, "met": same_case["recall@10"] >= 0.30}
+    result["target"] = {"image_to_same_case_recall@10": 0.30, "met": same_case["recall@10"] >= 0.30,
+                        "modality_accuracy": 0.95, "modality_met": result["modality"]["modality_accuracy"] >= 0.95}
+    headline = {
+        "image_to_case_recall@10": same_case["recall@10"],
+        "text_to_image_recall@10": result["heldout"]["text_to_image"]["recall@10"],
+        "image_to_text_recall@10": result["heldout"]["image_to_text"]["recall@10"],
+        "chance@10": same_case["chance@10"],
+        "text_to_image_chance@10": result["heldout"]["text_to_image"]["chance@10"],
+        "pixel_baseline_image_to_case_recall@10": result["pixel_baseline_heldout"]["image_to_same_case"]["recall@10"],
+        "modality_accuracy": result["modality"]["modality_accuracy"],
+        "modality_majority": result["modality"]["modality_majority"],
+        "plane_accuracy": stats.get("plane_accuracy"),  # image statistics tell planes apart better than the retriever's vectors
+        "plane_majority": stats.get("plane_majority"),
+        "n_images": len(test),
+    }
+    result = {**headline, **result}
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         print(direction, "  ".join(f"R@{k} {figures[f'recall@{k}']:.3f} (chance {figures[f'chance@{k}']:.3f})" for k in (1, 5, 10)))
     print(f"image_to_same_case R@10 {same_case['recall@10']:.3f} (chance {same_case['chance@10']:.3f}, "
           f"pixel baseline {result['pixel_baseline_heldout']['image_to_same_case']['recall@10']:.3f}, {same_case['queries']} queries)")
+    for variant, figures in result["modality_variants"].items():
+        print(f"{variant}: modality accuracy {figures['modality_accuracy']:.3f} (majority {figures['modality_majority']:.3f}), "
+              f"plane accuracy {figures.get('plane_accuracy')} (majority {figures.get('plane_majority')}), {figures['samples']} images")
     print(f"wrote {out}")
     if tmp is not None:
         tmp.cleanup()

@@ -124,8 +124,8 @@ def _make_hashing(dim: int = 256, **kwargs):
 
 
 def _register_image_text() -> None:
-    # The image-text dual encoder registers itself on import; do it here so make_embedder
-    # knows "dual-encoder:FOLDER" without the caller importing it first.
+    # The image-text embedders register themselves on import; do it here so make_embedder
+    # knows "dual-encoder:FOLDER", "clip:DIR" ... without the caller importing them first.
     import medrag.embed.image_text  # noqa: F401
 
 
@@ -137,7 +137,7 @@ def make_embedder(spec: str, *, device: str = "auto") -> object:
     sentence-transformers (packaged name, local path or hub id).
     """
     name, sep, arg = spec.partition(":")
-    if name == "dual-encoder":
+    if name in ("dual-encoder", "clip", "siglip", "open_clip"):
         _register_image_text()
     if sep and name in embedders and not name.startswith(("/", ".", "~")):
         factory = embedders.get(name)
