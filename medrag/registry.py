@@ -6,7 +6,7 @@ their pyproject.toml::
     [project.entry-points."medrag.embedders"]
     my-embedder = "my_package.module:make_embedder"
 
-Groups: medrag.embedders, medrag.indexes, medrag.tools, medrag.vlms, medrag.sources.
+Groups: medrag.embedders, medrag.indexes, medrag.tools, medrag.vlms, medrag.sources, medrag.stores.
 """
 
 from __future__ import annotations
@@ -80,3 +80,5 @@ indexes: Registry[Any] = Registry("index", "medrag.indexes")
 tools: Registry[Any] = Registry("tool", "medrag.tools")
 vlms: Registry[Any] = Registry("vision-language model", "medrag.vlms")
 sources: Registry[Any] = Registry("source reader", "medrag.sources")
+# Where a text index keeps its vectors (faiss, milvus, pgvector): see medrag.index.stores.
+stores: Registry[Any] = Registry("vector store", "medrag.stores")

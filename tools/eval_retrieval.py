@@ -11,11 +11,18 @@ DIR has the layout of ../shared/data:
 recall@k here is the share of questions with at least one relevant item in
 the top k; nDCG@10 uses binary relevance. Indexes are built under --home
 (temporary by default; pass a folder to reuse them across runs).
+
+Fusion settings (settings.retrieval: fusion, dense_share) were chosen on the
+*dev* half of the MIRAGE questions only; each set is also scored on its dev and
+test halves (a question's half is fixed by a hash of its id), so the test half
+shows whether the choice holds on questions it was not tuned on. ``--tune``
+re-runs that choice: a grid of dense_share on the MIRAGE dev half.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -45,11 +52,25 @@ def score_rankings(rankings: list[list[str]], relevant: list[set[str]]) -> dict:
     return result
 
 
+def half(qid: str) -> str:
+    """dev or test, fixed by a hash of the question id (about half each, the same on every run)."""
+    return "dev" if int(hashlib.sha1(str(qid).encode("utf-8")).hexdigest(), 16) % 2 == 0 else "test"
+
+
+def score_with_halves(rankings: list[list[str]], relevant: list[set[str]], qids: list[str]) -> dict:
+    """Scores over all questions, plus the same scores on the dev and test halves."""
+    result = score_rankings(rankings, relevant)
+    for name in ("dev", "test"):
+        rows = [i for i, qid in enumerate(qids) if half(qid) == name]
+        result[name] = score_rankings([rankings[i] for i in rows], [relevant[i] for i in rows])
+    return result
+
+
 def unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def evaluate_mirage(folder: Path, settings, embedder) -> dict:
+def evaluate_mirage(folder: Path, settings, embedder, tune: bool = False) -> dict:
     from medrag.index.hybrid import HybridRetriever
     from medrag.index.text_index import IndexStore
     from medrag.ingest.pipeline import ingest
@@ -67,18 +88,33 @@ def evaluate_mirage(folder: Path, settings, embedder) -> dict:
     questions = [(qid, q["question"]) for ds in ("pubmedqa", "bioasq") for qid, q in bench[ds].items() if qid in gold]
     index = IndexStore(settings.indexes_dir).open("eval-mirage", embedder.info())
     retriever = HybridRetriever(index, embedder, settings.retrieval)
+    qids, relevant = [qid for qid, _ in questions], [gold[qid] for qid, _ in questions]
+
+    def rank(mode: str) -> list[list[str]]:
+        found = retriever.search_many([text for _, text in questions], k=40, mode=mode)
+        return [unique([ev.citation.locator.get("record_id", ev.evidence_id) for ev in evs])[:10] for evs in found]
+
     results = {}
     for mode in MODES:
         started = time.perf_counter()
-        found = retriever.search_many([text for _, text in questions], k=40, mode=mode)
-        rankings = [unique([ev.citation.locator.get("record_id", ev.evidence_id) for ev in evs])[:10] for evs in found]
-        results[mode] = score_rankings(rankings, [gold[qid] for qid, _ in questions])
+        rankings = rank(mode)
+        results[mode] = score_with_halves(rankings, relevant, qids)
         results[mode]["ms_per_query"] = round(1000 * (time.perf_counter() - started) / len(questions), 1)
+    if tune:  # dense_share grid on the dev half only (the test half is never looked at here)
+        dev = [i for i, qid in enumerate(qids) if half(qid) == "dev"]
+        base = settings.retrieval.dense_share
+        results["tuning"] = {"split": "dev", "fusion": settings.retrieval.fusion, "dense_share": {}}
+        for share in (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9):
+            settings.retrieval.dense_share = share
+            rankings = rank("hybrid")
+            scores = score_rankings([rankings[i] for i in dev], [relevant[i] for i in dev])
+            results["tuning"]["dense_share"][str(share)] = {m: scores[m] for m in ("recall@1", "ndcg@10")}
+        settings.retrieval.dense_share = base
     results["corpus"] = {"questions": len(questions), "chunks": len(index)}
     return results
 
 
-def evaluate_textbook(folder: Path, settings, embedder) -> dict:
+def evaluate_textbook(folder: Path, settings, embedder, tune: bool = False) -> dict:
     from medrag.index.hybrid import HybridRetriever
     from medrag.index.text_index import IndexStore
     from medrag.ingest.pipeline import ingest
@@ -95,7 +131,7 @@ def evaluate_textbook(folder: Path, settings, embedder) -> dict:
         found = retriever.search_many([q["question"] for q in questions], k=30, mode=mode)
         # Ranked pages (a page counted once, at its best passage), so nDCG stays in [0, 1].
         rankings = [unique([f"{ev.citation.source}#{ev.citation.page}" for ev in evs]) for evs in found]
-        results[mode] = score_rankings(rankings, relevant)
+        results[mode] = score_with_halves(rankings, relevant, [str(q.get("qid", n)) for n, q in enumerate(questions, 1)])
     results["corpus"] = {"chunks": len(index)}
     return results
 
@@ -107,12 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None, help="MEDRAG_HOME for the eval indexes (default: temporary)")
     parser.add_argument("--embedder", default="all-MiniLM-L6-v2")
     parser.add_argument("--only", choices=("mirage", "textbook"), default=None)
+    parser.add_argument("--fusion", choices=("score", "rrf"), default=None, help="override settings.retrieval.fusion")
+    parser.add_argument("--dense-share", type=float, default=None, help="override settings.retrieval.dense_share")
+    parser.add_argument("--tune", action="store_true", help="also grid-search dense_share on the MIRAGE dev half")
     args = parser.parse_args(argv)
     from medrag.config import load_settings
     from medrag.embed.text import make_embedder
 
     with tempfile.TemporaryDirectory(prefix="medrag-eval-") as tmp:
         settings = load_settings(home=str(args.home or tmp), progress=True)
+        if args.fusion:
+            settings.retrieval.fusion = args.fusion
+        if args.dense_share is not None:
+            settings.retrieval.dense_share = args.dense_share
         embedder = make_embedder(args.embedder, device=settings.device)
         report = {"embedder": embedder.info().to_dict(), "settings": settings.retrieval.model_dump()}
         for name, fn in (("mirage", evaluate_mirage), ("textbook", evaluate_textbook)):
@@ -122,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             if not folder.is_dir():
                 print(f"skipping {name}: {folder} not found", file=sys.stderr)
                 continue
-            report[name] = fn(folder, settings, embedder)
-            print(name, json.dumps({m: report[name][m] for m in MODES}))
+            report[name] = fn(folder, settings, embedder, tune=args.tune)
+            for part in ("all", "dev", "test"):
+                row = {m: (report[name][m] if part == "all" else report[name][m][part]) for m in MODES}
+                print(name, part, json.dumps({m: {k: row[m][k] for k in ("recall@1", "recall@10", "ndcg@10", "n")} for m in MODES}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

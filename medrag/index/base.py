@@ -12,32 +12,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+# Filters live in medrag.index.filters; re-exported here because every index imports them from base.
+from medrag.index.filters import Where, check_where, matches, parse_where
 from medrag.types import Hit
-
-Where = Mapping[str, Any]
-"""Metadata filter: every key must match. A value may be a scalar (equality),
-a list/tuple/set (membership) or a dict with any of ``gte``/``lte`` (range)."""
-
-
-def matches(metadata: Mapping[str, Any], where: Where | None) -> bool:
-    """True when ``metadata`` satisfies every condition of ``where``."""
-    if not where:
-        return True
-    for key, cond in where.items():
-        value = metadata.get(key)
-        if isinstance(cond, Mapping):
-            if value is None:
-                return False
-            if "gte" in cond and not value >= cond["gte"]:
-                return False
-            if "lte" in cond and not value <= cond["lte"]:
-                return False
-        elif isinstance(cond, (list, tuple, set, frozenset)):
-            if value not in cond:
-                return False
-        elif value != cond:
-            return False
-    return True
 
 
 @runtime_checkable
@@ -63,6 +40,27 @@ class VectorIndex(Protocol):
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a crash mid-save leaves the previous folder intact."""
+        ...
+
+
+@runtime_checkable
+class ManagedVectorIndex(VectorIndex, Protocol):
+    """A VectorIndex that can also be updated in place and maintained (FAISS; stores may opt in).
+
+    Kept apart from VectorIndex so an external store satisfies the core protocol first and adds
+    these when its engine supports them (Milvus upsert/compact, pgvector ON CONFLICT/REINDEX).
+    """
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add vectors, replacing ids already present (vector and metadata)."""
+        ...
+
+    def compact(self) -> dict[str, Any]:
+        """Drop deleted rows and rebuild search structures; returns what changed (counts before/after)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Kind, count, deleted-but-not-compacted rows, approximate memory: what `medrag index info` shows."""
         ...
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import sparse
 
 from medrag.errors import EmptyQueryError, IndexCorrupt, IndexMismatch, InputError
-from medrag.index.base import Where, matches, read_index_file, read_index_manifest
+from medrag.index.base import Where, check_where, matches, read_index_file, read_index_manifest
 from medrag.storage import atomic_folder, json_object, read_jsonl, utc_now, write_json, write_jsonl
 from medrag.types import Hit
 
@@ -298,6 +298,7 @@ class BM25Index:
             raise EmptyQueryError("The search query is empty")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
+        where = check_where(where)
         if not self._docs:
             return []
         ranked = sorted(self.scores(query).items(), key=lambda item: (-item[1], item[0]))

@@ -1,18 +1,33 @@
-"""A FAISS-backed VectorIndex: exact inner-product search with string ids and metadata.
+"""A FAISS-backed VectorIndex: flat (exact), HNSW or IVF-PQ search with string ids and metadata.
 
 FAISS only knows int64 ids, so we assign them sequentially and keep the
 str<->int maps and per-id metadata beside the index. A saved index is a folder:
 
-    manifest.json    format, kind, dim, count, metric, embedder, timestamps
+    manifest.json    format, kind, structure, params, dim, count, deleted, metric, embedder, timestamps
     index.faiss      faiss.write_index of the CPU index
-    ids.json         [[int_id, str_id], ...]
+    ids.json         [[int_id, str_id], ...] of the live rows
     metadata.jsonl   {"id": str_id, "metadata": {...}} per line
+
+Kinds (what the caller asks for) and structures (what is built now):
+
+- ``flat``: exact inner product over all vectors. Recall 1.0; cost grows linearly with size.
+- ``hnsw``: a graph (faiss IndexHNSWFlat). Vectors are kept exactly, the search is approximate.
+  HNSW cannot remove nodes, so deleted rows stay in the graph as tombstones (excluded from
+  results) until ``compact()`` rebuilds it.
+- ``ivfpq``: inverted lists over product-quantised codes, ~100 bytes per 384-d vector instead of
+  1,536. PQ needs training data (about 39 x 256 vectors), so below ``ivf_min_train`` vectors the
+  index stays exact flat and turns into IVF-PQ the moment it grows past that size.
+- ``auto``: flat, then HNSW, then IVF-PQ as the index grows (thresholds in AnnParams, reasons in
+  docs/index.md). The structure is re-chosen when an add crosses a threshold and on compaction.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator, Mapping, Sequence
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +36,86 @@ import numpy as np
 
 from medrag.embed.base import EmbedderInfo
 from medrag.errors import ConfigError, IndexCorrupt, IndexMismatch, InputError
-from medrag.index.base import Where, matches, read_index_file, read_index_manifest
-from medrag.storage import atomic_folder, fsync_file, json_object, read_json, read_jsonl, utc_now, write_json, write_jsonl
+from medrag.index.base import (
+    Where,
+    check_where,
+    matches,
+    read_index_file,
+    read_index_manifest,
+)
+from medrag.registry import indexes
+from medrag.storage import (
+    atomic_folder,
+    fsync_file,
+    json_object,
+    read_json,
+    read_jsonl,
+    utc_now,
+    write_json,
+    write_jsonl,
+)
 from medrag.types import Hit
 
+log = logging.getLogger(__name__)
+
 FORMAT = "medrag.faiss"
-FORMAT_VERSION = 1
-KINDS = ("flat",)
+FORMAT_VERSION = 1  # v1 folders written before kinds existed are flat with no "structure": still read
+STRUCTURES = ("flat", "hnsw", "ivfpq")
+KINDS = STRUCTURES + ("auto",)
 MANIFEST, INDEX_FILE, IDS_FILE, METADATA_FILE = "manifest.json", "index.faiss", "ids.json", "metadata.jsonl"
 
 # GPU flat search refuses k above this in most faiss-gpu builds; larger fetches run on the CPU copy.
 _GPU_MAX_K = 2048
+
+
+@dataclass(frozen=True)
+class AnnParams:
+    """Build and search parameters of the approximate structures, saved in the manifest.
+
+    Defaults were measured with tools/bench_index.py on 384-d vectors (results/bench_index.json).
+    """
+
+    hnsw_m: int = 32  # graph degree: recall ~0.99 at 100k with ef_search 64
+    hnsw_ef_construction: int = 80  # higher builds a better graph, slower (2 cores: ~1 min per 100k)
+    hnsw_ef_search: int = 64  # raised to k when k is larger
+    ivf_nlist: int | None = None  # None: 4 * sqrt(n), clamped to [16, 65536]
+    ivf_nprobe: int = 32
+    pq_m: int | None = None  # None: the largest divisor of dim leaving >= 4 dims per sub-quantizer (96 for 384)
+    pq_bits: int = 8
+    ivf_min_train: int = 10_000  # k-means for 256 PQ centroids wants ~39 x 256 training vectors
+    auto_hnsw_from: int = 20_000  # flat search over 20k x 384 is ~2 ms a query: exact is cheap enough below
+    auto_ivfpq_from: int = 1_000_000  # above 1M the float vectors (1.5 GB) dominate memory: compress them
+    exact_filter_max: int = 20_000  # filters matching up to this many rows are searched exactly among the matches
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in ("ivf_nlist", "pq_m"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"index parameter {f.name} must be a positive integer, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "AnnParams":
+        data = dict(data or {})
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"unknown index parameter(s) {sorted(unknown)}; known: {', '.join(f.name for f in fields(cls))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def choose_structure(kind: str, count: int, params: AnnParams) -> str:
+    """The structure an index of ``kind`` holding ``count`` vectors should have."""
+    if kind == "ivfpq":
+        return "ivfpq" if count >= params.ivf_min_train else "flat"
+    if kind != "auto":
+        return kind
+    if count >= max(params.auto_ivfpq_from, params.ivf_min_train):
+        return "ivfpq"
+    return "hnsw" if count >= params.auto_hnsw_from else "flat"
 
 
 def gpu_count() -> int:
@@ -45,6 +129,16 @@ def gpu_count() -> int:
         return 0
 
 
+def _copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists, scalars): ~10x faster than copy.deepcopy, which
+    dominated the cost of a search on small or graph indexes."""
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    return value
+
+
 def _check_ids(ids: Sequence[str]) -> list[str]:
     if isinstance(ids, str):
         raise InputError("ids must be a sequence of strings, not a single string")
@@ -55,8 +149,72 @@ def _check_ids(ids: Sequence[str]) -> list[str]:
     return ids
 
 
+# -- structures: name -> builder of an empty faiss index for (dim, params, training vectors) ----------
+
+
+def _pq_m(dim: int, params: AnnParams) -> int:
+    if params.pq_m is not None:
+        if dim % params.pq_m:
+            raise InputError(f"pq_m={params.pq_m} must divide the dimension {dim}")
+        return params.pq_m
+    return max(m for m in range(1, dim + 1) if dim % m == 0 and dim // m >= 4) if dim >= 4 else 1
+
+
+def _build_flat(dim: int, params: AnnParams, train: np.ndarray) -> Any:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _build_hnsw(dim: int, params: AnnParams, train: np.ndarray) -> Any:
+    graph = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = params.hnsw_ef_construction
+    graph.hnsw.efSearch = params.hnsw_ef_search
+    return faiss.IndexIDMap2(graph)
+
+
+def _build_ivfpq(dim: int, params: AnnParams, train: np.ndarray) -> Any:
+    n = len(train)
+    nlist = params.ivf_nlist or int(min(65536, max(16, 4 * math.sqrt(n))))
+    nlist = max(1, min(nlist, n // 39 or 1))  # k-means needs a few dozen points per list
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, _pq_m(dim, params), params.pq_bits, faiss.METRIC_INNER_PRODUCT)
+    sample = train
+    if n > 256 * nlist:  # faiss samples anyway; doing it here keeps training time bounded and seeded
+        sample = train[np.random.default_rng(0).choice(n, 256 * nlist, replace=False)]
+    index.train(np.ascontiguousarray(sample))
+    index.nprobe = min(params.ivf_nprobe, nlist)
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by arbitrary id
+    return index
+
+
+# Structures each kind passes through as it grows (auto: all of them).
+_POSSIBLE_STRUCTURES = {"flat": ("flat",), "hnsw": ("hnsw",), "ivfpq": ("flat", "ivfpq"), "auto": STRUCTURES}
+
+BUILDERS: dict[str, Callable[[int, AnnParams, np.ndarray], Any]] = {"flat": _build_flat, "hnsw": _build_hnsw, "ivfpq": _build_ivfpq}
+
+
+def _structure_of(index: Any) -> str | None:
+    """Which of our structures a faiss index read from disk is (None: not one of ours)."""
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq"
+    if isinstance(index, faiss.IndexIDMap2):
+        inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            return "hnsw"
+        if isinstance(inner, faiss.IndexFlat):
+            return "flat"
+    return None
+
+
+def _stored_ids(index: Any) -> np.ndarray:
+    """Every int id the faiss structure holds (live rows and tombstones)."""
+    if isinstance(index, faiss.IndexIVF):
+        lists = index.invlists
+        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(index.nlist) if lists.list_size(i)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return faiss.vector_to_array(index.id_map)
+
+
 class FaissIndex:
-    """Exact cosine (inner product) search over L2-normalised vectors; see medrag.index.base.VectorIndex."""
+    """Cosine (inner product) search over L2-normalised vectors; see medrag.index.base.ManagedVectorIndex."""
 
     def __init__(
         self,
@@ -64,6 +222,7 @@ class FaissIndex:
         *,
         embedder: EmbedderInfo | None = None,
         kind: str = "flat",
+        params: AnnParams | Mapping[str, Any] | None = None,
         use_gpu: bool | str = "auto",
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
@@ -81,14 +240,18 @@ class FaissIndex:
             )
         self._dim = int(dim)
         self._kind = kind
+        self.params = params if isinstance(params, AnnParams) else AnnParams.from_dict(params)
         self.embedder = embedder
         self.use_gpu = use_gpu
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self._dim))
+        self._structure = choose_structure(kind, 0, self.params)
+        self._index = BUILDERS[self._structure](self._dim, self.params, np.zeros((0, self._dim), np.float32))
         self._str_to_int: dict[str, int] = {}
         self._int_to_str: dict[int, str] = {}
         self._metadata: dict[int, dict[str, Any]] = {}
+        self._tombstones: set[int] = set()  # deleted from the maps but still inside an HNSW graph
         self._next_id = 0
         self._gpu_index: Any = None  # lazy GPU copy; None whenever the CPU index changed
+        self._filter_cache: tuple[str, np.ndarray] | None = None  # (where as JSON, matching int ids)
         self.created = utc_now()
         self.updated = self.created
 
@@ -100,11 +263,22 @@ class FaissIndex:
 
     @property
     def kind(self) -> str:
+        """What was asked for: flat, hnsw, ivfpq or auto."""
         return self._kind
+
+    @property
+    def structure(self) -> str:
+        """What is built now: flat, hnsw or ivfpq (auto and small ivfpq indexes change with size)."""
+        return self._structure
 
     @property
     def metric(self) -> str:
         return "ip"
+
+    @property
+    def deleted(self) -> int:
+        """Deleted rows still taking space in the structure (HNSW tombstones) until compact()."""
+        return len(self._tombstones)
 
     def __len__(self) -> int:
         return len(self._str_to_int)
@@ -114,7 +288,7 @@ class FaissIndex:
 
     def __repr__(self) -> str:
         emb = self.embedder.name if self.embedder else None
-        return f"FaissIndex(dim={self._dim}, kind={self._kind!r}, count={len(self)}, embedder={emb!r})"
+        return f"FaissIndex(dim={self._dim}, kind={self._kind!r}, structure={self._structure!r}, count={len(self)}, embedder={emb!r})"
 
     def ids(self) -> Iterator[str]:
         """String ids in insertion order (an upserted id moves to the end)."""
@@ -122,11 +296,34 @@ class FaissIndex:
 
     def get(self, id: str) -> dict[str, Any]:
         """A copy of the metadata stored for ``id``; KeyError if absent."""
-        return copy.deepcopy(self._metadata[self._str_to_int[id]])
+        return _copy_json(self._metadata[self._str_to_int[id]])
 
     def reconstruct(self, id: str) -> np.ndarray:
-        """The stored vector for ``id`` (float32, shape (dim,)); KeyError if absent."""
+        """The stored vector for ``id`` (float32, shape (dim,); decoded, so approximate, under IVF-PQ); KeyError if absent."""
         return np.array(self._index.reconstruct(self._str_to_int[id]), dtype=np.float32)
+
+    def stats(self) -> dict[str, Any]:
+        """Kind, structure, counts and the approximate memory of the vectors and search structure."""
+        n = int(self._index.ntotal)
+        if self._structure == "ivfpq":
+            nlist = self._index.nlist
+            memory = n * (self._index.code_size + 8 + 16) + nlist * self._dim * 4 + self._index.pq.M * self._index.pq.ksub * self._index.pq.dsub * 4
+            extra = {"nlist": nlist, "nprobe": self._index.nprobe, "pq_m": self._index.pq.M, "code_bytes": self._index.code_size}
+        elif self._structure == "hnsw":
+            memory = n * (self._dim * 4 + 8 + self.params.hnsw_m * 2 * 4 * 1.1)  # level-0 links dominate the graph
+            extra = {"hnsw_m": self.params.hnsw_m, "ef_search": self.params.hnsw_ef_search}
+        else:
+            memory = n * (self._dim * 4 + 8)
+            extra = {}
+        return {
+            "kind": self._kind,
+            "structure": self._structure,
+            "dim": self._dim,
+            "count": len(self),
+            "deleted": self.deleted,
+            "memory_bytes": int(memory),
+            **extra,
+        }
 
     # -- writing -------------------------------------------------------------------
 
@@ -154,20 +351,60 @@ class FaissIndex:
         self.delete([i for i in ids if i in self._str_to_int])
         self._insert(ids, x, metas)
 
+    def update_metadata(self, id: str, metadata: Mapping[str, Any]) -> None:
+        """Replace the metadata of ``id`` without touching its vector; KeyError if absent."""
+        n = self._str_to_int[id]
+        self._metadata[n] = json_object(metadata, what=f"metadata of {id!r}")
+        self._changed(structure=False)
+
     def delete(self, ids: Sequence[str]) -> int:
         """Remove ids; returns how many were present (absent ids are ignored)."""
         ids = _check_ids(ids)
-        int_ids = sorted({self._str_to_int[i] for i in ids if i in self._str_to_int})
-        if not int_ids:
+        int_ids = np.asarray(sorted({self._str_to_int[i] for i in ids if i in self._str_to_int}), dtype=np.int64)
+        if not len(int_ids):
             return 0
-        removed = self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(int_ids, dtype=np.int64)))
-        if removed != len(int_ids):  # the maps and FAISS disagree: a bug, not user error
-            raise RuntimeError(f"FAISS removed {removed} vectors, expected {len(int_ids)}")
-        for n in int_ids:
+        if self._structure == "hnsw":
+            self._tombstones.update(int_ids.tolist())  # HNSW cannot unlink nodes; compact() rebuilds without them
+        else:
+            # IVF's hashtable direct map only removes through an IDSelectorArray; the flat map takes either.
+            removed = self._index.remove_ids(faiss.IDSelectorArray(int_ids))
+            if removed != len(int_ids):  # the maps and FAISS disagree: a bug, not user error
+                raise RuntimeError(f"FAISS removed {removed} vectors, expected {len(int_ids)}")
+        for n in int_ids.tolist():
             del self._str_to_int[self._int_to_str.pop(n)]
             del self._metadata[n]
         self._changed()
         return len(int_ids)
+
+    def compact(self) -> dict[str, Any]:
+        """Drop deleted rows, renumber ids densely and rebuild the structure for the current size.
+
+        The new structure is built aside and swapped in only when complete, so a failure
+        leaves the index as it was. Under IVF-PQ the quantizers are retrained on the decoded
+        vectors (the originals are not kept), which costs a little accuracy.
+        """
+        before = {"count": len(self), "stored": int(self._index.ntotal), "structure": self._structure}
+        pairs = list(self._int_to_str.items())
+        x = self._vectors([n for n, _ in pairs])
+        new_ids = np.arange(len(pairs), dtype=np.int64)
+        structure = choose_structure(self._kind, len(pairs), self.params)
+        index = BUILDERS[structure](self._dim, self.params, x)
+        if len(pairs):
+            index.add_with_ids(x, new_ids)
+        self._index, self._structure = index, structure
+        self._int_to_str = {int(n): s for n, (_, s) in zip(new_ids, pairs)}
+        self._str_to_int = {s: n for n, s in self._int_to_str.items()}
+        self._metadata = {int(n): self._metadata[old] for n, (old, _) in zip(new_ids, pairs)}
+        self._next_id = len(pairs)
+        self._tombstones = set()
+        self._changed()
+        after = {"count": len(self), "stored": int(self._index.ntotal), "structure": self._structure}
+        return {"before": before, "after": after, "dropped": before["stored"] - after["stored"]}
+
+    def _vectors(self, int_ids: Sequence[int]) -> np.ndarray:
+        if not len(int_ids):
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return np.ascontiguousarray(self._index.reconstruct_batch(np.asarray(int_ids, dtype=np.int64)), dtype=np.float32)
 
     def _prepare(
         self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None
@@ -194,7 +431,12 @@ class FaissIndex:
         if not ids:
             return
         int_ids = np.arange(self._next_id, self._next_id + len(ids), dtype=np.int64)
-        self._index.add_with_ids(x, int_ids)
+        target = choose_structure(self._kind, len(self) + len(ids), self.params)
+        if target != self._structure:
+            # Crossing a size threshold (auto, or ivfpq reaching its training size): rebuild with the new rows.
+            self._rebuild(target, extra=(int_ids, x))
+        else:
+            self._index.add_with_ids(x, int_ids)
         for s, n, m in zip(ids, int_ids.tolist(), metas):
             self._str_to_int[s] = n
             self._int_to_str[n] = s
@@ -202,8 +444,20 @@ class FaissIndex:
         self._next_id += len(ids)
         self._changed()
 
-    def _changed(self) -> None:
-        self._gpu_index = None
+    def _rebuild(self, structure: str, extra: tuple[np.ndarray, np.ndarray]) -> None:
+        """Build ``structure`` over the live rows plus ``extra`` (ids, vectors), keeping int ids."""
+        live = list(self._int_to_str)
+        all_ids = np.concatenate([np.asarray(live, dtype=np.int64), extra[0]])
+        x = np.concatenate([self._vectors(live), extra[1]])
+        log.info("restructuring a %s index of %d vectors as %s", self._kind, len(all_ids), structure)
+        index = BUILDERS[structure](self._dim, self.params, x)
+        index.add_with_ids(x, all_ids)
+        self._index, self._structure, self._tombstones = index, structure, set()
+
+    def _changed(self, structure: bool = True) -> None:
+        if structure:
+            self._gpu_index = None
+        self._filter_cache = None
         self.updated = utc_now()
 
     def _as_matrix(self, vectors: np.ndarray, *, what: str, allow_1d: bool) -> np.ndarray:
@@ -223,55 +477,81 @@ class FaissIndex:
     # -- search --------------------------------------------------------------------
 
     def search(self, vectors: np.ndarray, k: int, where: Where | None = None) -> list[list[Hit]]:
-        """For each query row (a 1-D query is one row), up to k hits by descending score.
+        """For each query row (a 1-D query is one row), up to k hits by descending score, filtered by ``where``.
 
-        With ``where``, fetch k*4 candidates and grow the fetch until k pass the
-        filter or the whole index has been scanned, so rare matches are still found.
+        A filter is resolved to the set of matching rows first. Few matches (up to
+        ``exact_filter_max``) are scored exactly among themselves, so rare matches are always
+        found; many matches are searched through the structure restricted to them.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
+        where = check_where(where)
         q = self._as_matrix(vectors, what="query vectors", allow_1d=True)
-        total = len(self)
-        if total == 0:
+        if len(self) == 0:
             return [[] for _ in range(q.shape[0])]
         if not where:
-            scores, labels = self._raw_search(q, min(int(k), total))
-            return [self._hits(s, l, int(k), None) for s, l in zip(scores, labels)]
+            scores, labels = self._ann_search(q, min(int(k), len(self)), None)
+            return [self._hits(s, l, int(k)) for s, l in zip(scores, labels)]
+        allowed = self._matching(where)
+        k = min(int(k), len(allowed))
+        if k == 0:
+            return [[] for _ in range(q.shape[0])]
+        if len(allowed) <= self.params.exact_filter_max:
+            scores, labels = self._exact_search(q, k, allowed)
+        else:
+            scores, labels = self._ann_search(q, k, allowed)
+            short = [row for row in range(q.shape[0]) if (labels[row] >= 0).sum() < k]
+            if short:  # the graph or the probed lists held too few matches: score all matches exactly
+                scores[short], labels[short] = self._exact_search(q[short], k, allowed)
+        return [self._hits(s, l, k) for s, l in zip(scores, labels)]
 
-        results: list[list[Hit] | None] = [None] * q.shape[0]
-        pending = list(range(q.shape[0]))
-        fetch = min(total, int(k) * 4)
-        while pending:
-            scores, labels = self._raw_search(q[pending], fetch)
-            still = []
-            for row, s, l in zip(pending, scores, labels):
-                hits = self._hits(s, l, int(k), where)
-                if len(hits) >= k or fetch >= total:
-                    results[row] = hits
-                else:
-                    still.append(row)
-            pending = still
-            fetch = min(total, fetch * 4)
-        return results  # type: ignore[return-value]
+    def _matching(self, where: dict[str, Any]) -> np.ndarray:
+        """Int ids of the live rows whose metadata satisfies ``where`` (cached until the next change)."""
+        key = json.dumps(where, sort_keys=True, default=sorted)
+        if self._filter_cache is None or self._filter_cache[0] != key:
+            found = [n for n, meta in self._metadata.items() if matches(meta, where)]
+            self._filter_cache = (key, np.asarray(found, dtype=np.int64))
+        return self._filter_cache[1]
 
-    def _hits(self, scores: np.ndarray, labels: np.ndarray, k: int, where: Where | None) -> list[Hit]:
+    def _exact_search(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self._vectors(allowed)
+        scores = q @ x.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, top, axis=1), allowed[top]
+
+    def _ann_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is None and not self._tombstones and self._structure == "flat":
+            return self._search_index(k).search(q, k)
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(allowed)
+        elif self._tombstones:
+            excluded = np.asarray(sorted(self._tombstones), dtype=np.int64)
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(excluded))
+        else:
+            selector = None
+        if self._structure == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self.params.hnsw_ef_search, k))
+        elif self._structure == "ivfpq":
+            params = faiss.SearchParametersIVF(nprobe=self._index.nprobe)
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        scores, labels = self._index.search(q, k, params=params)
+        return scores, labels
+
+    def _hits(self, scores: np.ndarray, labels: np.ndarray, k: int) -> list[Hit]:
         hits = []
         for score, label in zip(scores.tolist(), labels.tolist()):
-            if label < 0:  # FAISS pads with -1 when fewer than k vectors exist
+            if label < 0 or label not in self._metadata:  # FAISS pads with -1 when fewer than k vectors exist
                 continue
-            meta = self._metadata[label]
-            if where and not matches(meta, where):
-                continue
-            hits.append(Hit(id=self._int_to_str[label], score=float(score), metadata=copy.deepcopy(meta)))
+            hits.append(Hit(id=self._int_to_str[label], score=float(score), metadata=_copy_json(self._metadata[label])))
             if len(hits) == k:
                 break
         return hits
 
-    def _raw_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._search_index(k).search(q, k)
-
     def _search_index(self, k: int) -> Any:
-        """The CPU index, or a lazily made GPU copy when GPUs are wanted and k fits."""
+        """The CPU index, or a lazily made GPU copy when GPUs are wanted and k fits (flat only)."""
         want_gpu = self.use_gpu is True or (self.use_gpu == "auto" and gpu_count() > 0)
         if not want_gpu or k > _GPU_MAX_K:
             return self._index
@@ -286,8 +566,11 @@ class FaissIndex:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "kind": self._kind,
+            "structure": self._structure,
+            "params": self.params.to_dict(),
             "dim": self._dim,
             "count": len(self),
+            "deleted": self.deleted,
             "metric": self.metric,
             "embedder": self.embedder.to_dict() if self.embedder else None,
             "created": self.created,
@@ -318,22 +601,29 @@ class FaissIndex:
 
         try:
             kind, dim, count = str(manifest["kind"]), int(manifest["dim"]), int(manifest["count"])
+            structure = str(manifest.get("structure", kind))
+            deleted = int(manifest.get("deleted", 0))
+            params = AnnParams.from_dict(manifest.get("params"))
             stored = EmbedderInfo.from_dict(manifest["embedder"]) if manifest.get("embedder") else None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, InputError) as exc:
             raise IndexCorrupt(f"{folder / MANIFEST}: missing or invalid field {exc}") from exc
         if stored is not None and stored.dim != dim:
             raise IndexCorrupt(f"{folder / MANIFEST}: embedder dim {stored.dim} differs from index dim {dim}")
-        if kind not in KINDS or manifest.get("metric") != "ip":
-            raise IndexCorrupt(f"{folder / MANIFEST}: unsupported kind {kind!r} / metric {manifest.get('metric')!r}")
+        if kind not in KINDS or structure not in STRUCTURES or manifest.get("metric") != "ip":
+            raise IndexCorrupt(
+                f"{folder / MANIFEST}: unsupported kind {kind!r} / structure {structure!r} / metric {manifest.get('metric')!r}"
+            )
 
+        if structure not in _POSSIBLE_STRUCTURES[kind]:
+            raise IndexCorrupt(f"{folder / MANIFEST}: a {kind!r} index cannot have a {structure!r} structure")
         if embedder is not None:
             _check_embedder(folder, stored, dim, embedder)
 
         index = read_index_file(folder, INDEX_FILE, lambda p: faiss.read_index(str(p)))
-        if not isinstance(index, faiss.IndexIDMap2) or index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise IndexCorrupt(f"{folder / INDEX_FILE}: expected an inner-product IndexIDMap2 of dim {dim}")
-        if index.ntotal != count:
-            raise IndexCorrupt(f"{folder / INDEX_FILE} holds {index.ntotal} vectors but {MANIFEST} says {count}")
+        if _structure_of(index) != structure or index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise IndexCorrupt(f"{folder / INDEX_FILE}: expected an inner-product {structure} index of dim {dim}")
+        if index.ntotal != count + deleted:
+            raise IndexCorrupt(f"{folder / INDEX_FILE} holds {index.ntotal} vectors but {MANIFEST} says {count} (+{deleted} deleted)")
 
         pairs = read_index_file(folder, IDS_FILE, read_json)
         try:
@@ -343,7 +633,9 @@ class FaissIndex:
         str_to_int = {s: n for n, s in int_to_str.items()}
         if not (len(pairs) == len(int_to_str) == len(str_to_int) == count):
             raise IndexCorrupt(f"{folder / IDS_FILE} lists {len(pairs)} ids (unique: {len(str_to_int)}) but {MANIFEST} says {count}")
-        if set(faiss.vector_to_array(index.id_map).tolist()) != set(int_to_str):
+        in_faiss = set(_stored_ids(index).tolist())
+        tombstones = in_faiss - set(int_to_str)
+        if not set(int_to_str) <= in_faiss or len(tombstones) != deleted or (tombstones and structure != "hnsw"):
             raise IndexCorrupt(f"{folder / IDS_FILE} does not match the ids stored in {INDEX_FILE}")
 
         rows = read_index_file(folder, METADATA_FILE, read_jsonl)
@@ -355,15 +647,28 @@ class FaissIndex:
         if len(rows) != count or len(metadata) != count:
             raise IndexCorrupt(f"{folder / METADATA_FILE} has {len(rows)} entries but {MANIFEST} says {count}")
 
-        self = cls(dim, embedder=stored, kind=kind, use_gpu=use_gpu)
-        self._index = index
+        self = cls(dim, embedder=stored, kind=kind, params=params, use_gpu=use_gpu)
+        self._index, self._structure = index, structure
         self._int_to_str = dict(sorted(int_to_str.items()))  # insertion order = int id order
         self._str_to_int = {s: n for n, s in self._int_to_str.items()}
         self._metadata = metadata
-        self._next_id = max(int_to_str, default=-1) + 1
+        self._tombstones = tombstones
+        self._next_id = max(in_faiss | set(int_to_str), default=-1) + 1
         self.created = str(manifest.get("created") or self.created)
         self.updated = str(manifest.get("updated") or self.created)
         return self
+
+
+def _make(kind: str) -> Callable[..., FaissIndex]:
+    def factory(dim: int, **options: Any) -> FaissIndex:
+        return FaissIndex(dim, kind=kind, **options)
+
+    factory.__doc__ = f"A FaissIndex of kind {kind!r}."
+    return factory
+
+
+for _kind in KINDS:
+    indexes.register(_kind, _make(_kind), replace=True)
 
 
 def _check_embedder(folder: Path, stored: EmbedderInfo | None, dim: int, given: EmbedderInfo) -> None:

@@ -13,6 +13,7 @@ fusion alone reaches recall@1 0.85; page ranks and figure intent lift it to 0.90
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,12 +21,11 @@ from collections.abc import Sequence
 from medrag.config import RetrievalSettings
 from medrag.embed.base import TextEmbedder
 from medrag.errors import EmptyQueryError, InputError
-from medrag.index.base import Where
-from medrag.index.fusion import reciprocal_rank_fusion
+from medrag.index.base import Where, check_where
 from medrag.index.bm25 import BM25Index
+from medrag.index.fusion import max_scaled, reciprocal_rank_fusion, score_fusion
 from medrag.index.text_index import TextIndex
 from medrag.types import Citation, Evidence
-
 
 FIGURE_INTENT = re.compile(r"\b(figures?|fig|graphs?|diagrams?|images?|illustrations?|micrographs?|tables?|drawings?|photos?|photographs?)\b", re.I)
 
@@ -88,6 +88,13 @@ class HybridRetriever:
                 break
         return kept
 
+    def _source_weight(self, source: str) -> float:
+        """The first settings.source_weights glob matching the source file name (1.0 when none does)."""
+        for pattern, weight in self.settings.source_weights.items():
+            if fnmatch.fnmatch(source, pattern):
+                return float(weight)
+        return 1.0
+
     @staticmethod
     def _page_id(doc_id: str, page: int) -> str:
         return f"{doc_id}#{page}"
@@ -102,6 +109,7 @@ class HybridRetriever:
         if mode not in MODES:
             raise InputError(f"unknown search mode '{mode}'; use one of {', '.join(MODES)}")
         queries = [check_query(q) for q in queries]
+        where = check_where(where) or None  # validated once, aliases (book -> source) resolved for both retrievers
         k = k or self.settings.top_k
         n = self.settings.candidates
         vectors = self.embedder.embed_queries(queries)
@@ -112,30 +120,16 @@ class HybridRetriever:
         lexical_hits = self.index.lexical.search(query, self.settings.candidates, where=where) if mode != "dense" else []
         dense_score = {h.id: h.score for h in dense_hits}
         lexical_score = {h.id: h.score for h in lexical_hits}
-        rrf = self.settings.rrf_k
-        fused = dict(
-            reciprocal_rank_fusion(
-                [[h.id for h in dense_hits], [h.id for h in lexical_hits]],
-                k=rrf,
-                weights=[self.settings.dense_weight, self.settings.lexical_weight],
-            )
-        )
-        page_rank = {}
+        page_hits = []
         if mode == "hybrid" and self.settings.page_weight > 0 and len(self.pages):
-            page_rank = {h.id: rank for rank, h in enumerate(self.pages.search(query, self.settings.candidates))}
+            page_hits = self.pages.search(query, self.settings.candidates)
         wants_figure = mode == "hybrid" and bool(FIGURE_INTENT.search(query))
-        final = {}
-        for cid, score in fused.items():
-            chunk = self.index.chunks[cid]
-            if chunk.page is not None:
-                rank = page_rank.get(self._page_id(chunk.doc_id, chunk.page))
-                if rank is not None:
-                    score += self.settings.page_weight / (rrf + rank + 1)
-            if wants_figure and chunk.metadata.get("kind") == "caption":
-                score += self.settings.figure_weight / (rrf + 1)
-            final[cid] = score
+        final = FUSIONS[self.settings.fusion](self, dense_hits, lexical_hits, page_hits, wants_figure)
+        if self.settings.source_weights:
+            for cid in final:
+                final[cid] *= self._source_weight(self.index.chunks[cid].source)
         ranked = self._dedup(sorted(final.items(), key=lambda item: (-item[1], item[0])), k)
-        best = ranked[0][1] if ranked else 1.0
+        best = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
         if self.settings.adaptive_ratio is not None:  # MMed-RAG style: stop where scores fall off
             ranked = [item for item in ranked if item[1] >= self.settings.adaptive_ratio * best]
         evidence = []
@@ -167,6 +161,59 @@ class HybridRetriever:
                 )
             )
         return evidence
+
+
+def _rrf_fusion(retriever: "HybridRetriever", dense_hits, lexical_hits, page_hits, wants_figure: bool) -> dict[str, float]:
+    """Reciprocal rank fusion; a chunk's page rank and figure intent add RRF-sized bonuses."""
+    settings, chunks = retriever.settings, retriever.index.chunks
+    rrf = settings.rrf_k
+    fused = dict(
+        reciprocal_rank_fusion(
+            [[h.id for h in dense_hits], [h.id for h in lexical_hits]],
+            k=rrf,
+            weights=[settings.dense_weight, settings.lexical_weight],
+        )
+    )
+    page_rank = {h.id: rank for rank, h in enumerate(page_hits)}
+    for cid in fused:
+        chunk = chunks[cid]
+        if chunk.page is not None:
+            rank = page_rank.get(retriever._page_id(chunk.doc_id, chunk.page))
+            if rank is not None:
+                fused[cid] += settings.page_weight / (rrf + rank + 1)
+        if wants_figure and chunk.metadata.get("kind") == "caption":
+            fused[cid] += settings.figure_weight / (rrf + 1)
+    return fused
+
+
+def _score_fusion(retriever: "HybridRetriever", dense_hits, lexical_hits, page_hits, wants_figure: bool) -> dict[str, float]:
+    """dense_share x cosine/best cosine + (1 - dense_share) x BM25/best BM25, plus page and figure bonuses.
+
+    The bonuses are lexical evidence about the chunk's page and kind, so they are sized in
+    units of the BM25 share: a chunk on the best-matching page gains page_weight x that share.
+    """
+    settings, chunks = retriever.settings, retriever.index.chunks
+    # A single retriever (dense or bm25 mode, or one list came back empty) carries the whole score.
+    dense_share = settings.dense_share if dense_hits and lexical_hits else float(bool(dense_hits))
+    fused = dict(
+        score_fusion(
+            [[(h.id, h.score) for h in dense_hits], [(h.id, h.score) for h in lexical_hits]],
+            weights=[dense_share, 1.0 - dense_share],
+        )
+    )
+    lexical_share = 1.0 - settings.dense_share
+    page_scaled = dict(zip((h.id for h in page_hits), max_scaled([h.score for h in page_hits])))
+    for cid in fused:
+        chunk = chunks[cid]
+        if chunk.page is not None:
+            fused[cid] += settings.page_weight * lexical_share * page_scaled.get(retriever._page_id(chunk.doc_id, chunk.page), 0.0)
+        if wants_figure and chunk.metadata.get("kind") == "caption":
+            fused[cid] += settings.figure_weight * lexical_share
+    return fused
+
+
+# settings.fusion -> how dense, lexical and page results become one score per chunk.
+FUSIONS = {"rrf": _rrf_fusion, "score": _score_fusion}
 
 
 def record_hits(evidence: Sequence[Evidence], k: int | None = None) -> list[dict]:

@@ -72,11 +72,29 @@ class SourceRecord:
 class TextIndex:
     """Chunks searchable by meaning (FAISS) and by words (BM25)."""
 
-    def __init__(self, name: str, embedder_info: EmbedderInfo, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        embedder_info: EmbedderInfo,
+        settings: dict[str, Any] | None = None,
+        *,
+        store: str = "faiss",
+        store_uri: str | None = None,
+        home: str | Path | None = None,
+    ) -> None:
+        from medrag.index.stores import create_store
+
         self.name = validate_index_name(name)
         self.embedder_info = embedder_info
         self.settings = dict(settings or {})
-        self.dense = FaissIndex(embedder_info.dim, embedder=embedder_info)
+        # Where the vectors live (faiss in this folder, or milvus/pgvector): see medrag.index.stores.
+        # settings["index"]: the vector index kind and its parameters, e.g. {"kind": "hnsw", "params": {...}}.
+        index_options = {key: value for key, value in (self.settings.get("index") or {}).items() if key in ("kind", "params")}
+        self.dense = create_store(
+            store, embedder_info.dim, embedder=embedder_info, index_name=self.name, home=home, uri=store_uri, **index_options
+        )
+        if store != "faiss":
+            self.settings["store"] = store
         self.lexical = BM25Index()
         self.chunks: dict[str, Chunk] = {}
         self.sources: dict[str, SourceRecord] = {}  # by doc_id
@@ -125,6 +143,17 @@ class TextIndex:
             removed += self.remove_doc(doc_id)
         return removed
 
+    def compact(self) -> dict[str, Any]:
+        """Drop deleted vectors and rebuild the dense structure for the current size (see FaissIndex.compact).
+
+        BM25 needs nothing: its deletes are immediate and its matrix is rebuilt on the next search.
+        Stores that compact on their own (no ``compact`` method) report nothing to do.
+        """
+        compact = getattr(self.dense, "compact", None)
+        report = compact() if compact is not None else {"after": {"count": len(self.dense)}, "dropped": 0}
+        self.updated = _now()
+        return report
+
     def has_content(self, content_hash: str) -> bool:
         return any(r.content_hash == content_hash for r in self.sources.values())
 
@@ -139,6 +168,7 @@ class TextIndex:
             "created": self.created,
             "updated": self.updated,
             "counts": {"sources": len(self.sources), "chunks": len(self.chunks)},
+            "vectors": self.dense.stats() if hasattr(self.dense, "stats") else {"count": len(self.dense)},
             "sources": [r.to_dict() for r in self.sources.values()],
         }
 
@@ -177,7 +207,9 @@ class TextIndex:
         except (KeyError, TypeError) as exc:
             raise IndexCorrupt(f"{manifest_path} has an unreadable source record: {exc!r}; re-ingest it") from exc
         try:
-            index.dense = FaissIndex.load(path / "dense", embedder=stored)
+            from medrag.index.stores import load_store
+
+            index.dense = load_store(path / "dense", embedder=stored)
             index.lexical = BM25Index.load(path / "lexical")
         except IndexNotFound as exc:  # the index exists (it has a manifest) but a part of it is gone
             raise IndexCorrupt(f"index {path} is incomplete: {exc}") from exc
@@ -277,6 +309,14 @@ class IndexStore:
         remove_stale_temp(target)
         index.save(target)
         return target
+
+    def compact(self, name: str) -> dict[str, Any]:
+        """Compact a saved index and write it back atomically (a crash leaves the previous version)."""
+        self._require(name)
+        index = TextIndex.load(self.path(name))
+        report = index.compact()
+        self.save(index)
+        return report
 
     def delete(self, name: str) -> None:
         self._require(name)

@@ -263,3 +263,72 @@ class VectorIndexConformance:
         loaded = self.load_index(tmp_path / "empty")
         assert len(loaded) == 0
         assert loaded.search(unit_vectors(1, self.dim), k=3) == [[]]
+
+
+class ManagedIndexConformance:
+    """Mixin for indexes that also implement ManagedVectorIndex (upsert, compact, stats).
+
+    Use beside VectorIndexConformance; it relies on the same ``make_index`` / ``load_index``.
+    """
+
+    dim = DIM
+
+    def make_index(self, dim: int):
+        raise NotImplementedError("subclasses return an empty index of this dimension")
+
+    def load_index(self, path: Path):
+        raise NotImplementedError("subclasses load an index saved with index.save(path)")
+
+    def _filled(self, n: int = N):
+        index = self.make_index(self.dim)
+        ids = [f"doc-{i}" for i in range(n)]
+        vectors = unit_vectors(n, self.dim)
+        index.add(ids, vectors, [sample_metadata(i) for i in range(n)])
+        return index, ids, vectors
+
+    def test_satisfies_managed_protocol(self):
+        from medrag.index.base import ManagedVectorIndex
+
+        assert isinstance(self.make_index(self.dim), ManagedVectorIndex)
+
+    def test_upsert_replaces_vector_and_metadata(self):
+        index, _, vectors = self._filled()
+        index.upsert(["doc-3", "new"], vectors[[9, 10]], [{"page": 900}, {"page": 1000}])
+        assert len(index) == N + 1
+        hits = index.search(vectors[9:10], k=2)[0]
+        assert {h.id for h in hits} == {"doc-3", "doc-9"}
+        assert index.search(vectors[3:4], k=1, where={"page": 900})[0][0].id == "doc-3"
+        assert index.search(vectors[3:4], k=N + 1, where={"page": 3})[0] == []
+
+    def test_upsert_validates_before_deleting(self):
+        index, _, vectors = self._filled(3)
+        with pytest.raises(InputError):
+            index.upsert(["doc-1"], np.full((1, self.dim), np.nan, dtype=np.float32))
+        assert "doc-1" in index and len(index) == 3
+
+    def test_compact_keeps_results(self, tmp_path):
+        index, ids, vectors = self._filled()
+        index.delete(ids[:10])
+        queries = unit_vectors(5, self.dim, seed=11)
+        before = [[h.id for h in hits] for hits in index.search(queries, k=5)]
+        report = index.compact()
+        assert report["after"]["count"] == N - 10
+        assert [[h.id for h in hits] for hits in index.search(queries, k=5)] == before
+        assert index.stats()["deleted"] == 0
+        index.save(tmp_path / "c")
+        loaded = self.load_index(tmp_path / "c")
+        assert [[h.id for h in hits] for hits in loaded.search(queries, k=5)] == before
+        loaded.add(["fresh"], vectors[:1])  # renumbered ids must not collide with new ones
+        assert loaded.search(vectors[:1], k=1)[0][0].id == "fresh"
+
+    def test_compact_empty(self):
+        index = self.make_index(self.dim)
+        assert index.compact()["after"]["count"] == 0
+        assert index.search(unit_vectors(1, self.dim), k=2) == [[]]
+
+    def test_stats(self):
+        index, ids, _ = self._filled()
+        index.delete(ids[:2])
+        stats = index.stats()
+        assert stats["count"] == N - 2 and stats["dim"] == self.dim
+        assert {"kind", "deleted", "memory_bytes"} <= set(stats)

@@ -271,7 +271,7 @@ def test_bad_input_refused(call):
 
 def test_constructor_validation():
     with pytest.raises(InputError, match="kind"):
-        FaissIndex(16, kind="hnsw")
+        FaissIndex(16, kind="annoy")
     with pytest.raises(InputError):
         FaissIndex(0)
     with pytest.raises(InputError):

@@ -63,3 +63,27 @@ def test_empty_inputs():
 def test_bad_input(kwargs):
     with pytest.raises(InputError):
         reciprocal_rank_fusion(**kwargs)
+
+
+def test_score_fusion_keeps_the_margin_rrf_loses():
+    from medrag.index.fusion import score_fusion
+
+    # dense is sure of "a" (0.9 vs 0.3); BM25 slightly prefers "b": score fusion keeps "a" first,
+    # equal-weight RRF makes it a tie broken by id.
+    dense, lexical = [("a", 0.9), ("b", 0.3)], [("b", 10.0), ("a", 9.0)]
+    fused = score_fusion([dense, lexical], weights=[0.75, 0.25])
+    assert [i for i, _ in fused] == ["a", "b"]
+    assert fused[0][1] == pytest.approx(0.75 * 1.0 + 0.25 * 0.9)
+    assert fused[1][1] == pytest.approx(0.75 * 0.3 / 0.9 + 0.25 * 1.0)
+    assert reciprocal_rank_fusion([["a", "b"], ["b", "a"]])[0][1] == reciprocal_rank_fusion([["a", "b"], ["b", "a"]])[1][1]
+
+
+def test_score_fusion_missing_ids_and_edge_cases():
+    from medrag.index.fusion import max_scaled, score_fusion
+
+    fused = dict(score_fusion([[("a", 2.0)], [("b", 4.0), ("b", 1.0)]], weights=[0.5, 0.5]))
+    assert fused == {"a": 0.5, "b": 0.5}  # each top of its own list; a repeated id counts at its best
+    assert score_fusion([[], []]) == []
+    assert max_scaled([]) == [] and max_scaled([-1.0, -3.0]) == [1.0, 0.0] and max_scaled([0.0, 0.0]) == [1.0, 1.0]
+    with pytest.raises(InputError):
+        score_fusion([[("a", 1.0)]], weights=[0.5, 0.5])

@@ -197,3 +197,33 @@ def test_identical_text_in_two_documents_is_two_pieces_of_evidence() -> None:
         index.add_document_chunks(SourceRecord(f"{doc}.jsonl", doc, doc, doc, "records", 0), [chunk], embedder.embed_texts([text]))
     hits = HybridRetriever(index, embedder).search("metformin glucose", k=5)
     assert {h.citation.locator["record_id"] for h in hits} == {"d1", "d2"}
+
+
+@pytest.mark.parametrize("fusion", ["score", "rrf"])
+def test_both_fusions_find_exact_terms_and_cite(anatomy_index, hashing_embedder, fusion) -> None:
+    retriever = HybridRetriever(anatomy_index, hashing_embedder, RetrievalSettings(fusion=fusion))
+    evidence = retriever.search("osteoclasts resorb bone", k=3)
+    assert evidence and evidence[0].citation.score == 1.0
+    assert all(0 < ev.citation.score <= 1.0 for ev in evidence)
+
+
+def test_single_retriever_modes_carry_the_whole_score(retriever: HybridRetriever) -> None:
+    for mode, signal in (("dense", "dense"), ("bm25", "lexical")):
+        evidence = retriever.search("compact bone osteon", k=5, mode=mode)
+        signals = [ev.scores[signal] for ev in evidence]
+        assert signals == sorted(signals, reverse=True), (mode, signals)
+
+
+def test_source_weights_prefer_a_source(two_sources: HybridRetriever) -> None:
+    query = "bone marrow"
+    plain = two_sources.search(query, k=10)
+    assert {ev.citation.source for ev in plain} == {"anatomy.pdf", "marrow.pdf"}
+    for preferred in ("anatomy.pdf", "marrow.pdf"):
+        weighted = HybridRetriever(two_sources.index, two_sources.embedder, RetrievalSettings(source_weights={preferred: 5.0}))
+        assert weighted.search(query, k=1)[0].citation.source == preferred
+
+
+def test_book_alias_filters_both_retrievers(two_sources: HybridRetriever) -> None:
+    for mode in ("hybrid", "dense", "bm25"):
+        evidence = two_sources.search("bone marrow", k=10, where={"book": "marrow.pdf"}, mode=mode)
+        assert evidence and {ev.citation.source for ev in evidence} == {"marrow.pdf"}, mode
