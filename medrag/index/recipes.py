@@ -82,6 +82,10 @@ class Recipe(BaseModel):
     index: IndexSpec = IndexSpec()
     chunking: ChunkingSettings = ChunkingSettings()
     skip_bad: bool = True
+    store: str = Field("faiss", description="where vectors live: faiss (index folder), milvus, pgvector")
+    store_uri: str | None = Field(None, description="Milvus URI or PostgreSQL DSN; default: the embedded one under MEDRAG_HOME")
+    engine: str = Field("local", description="ingestion engine: local (one process) or ray (Ray Data)")
+    ray_address: str | None = Field(None, description="engine ray: auto, ray://HOST:PORT, or none for a local Ray")
     sources: list[SourceSpec] = Field(min_length=1)
     folder: Path = Field(Path("."), exclude=True)  # where the recipe file is: relative paths start here
     fingerprint: str = Field("", exclude=True)
@@ -150,8 +154,10 @@ class BuildReport:
     def summary(self) -> str:
         lines = [r.summary() for r in self.ingested]
         if self.compaction:
-            after = self.compaction["after"]
-            lines.append(f"compacted: {after.get('count')} vectors as {after.get('structure', '?')}, dropped {self.compaction['dropped']}")
+            after = self.compaction.get("after") or {}  # external stores (Milvus, pgvector) compact on their own
+            lines.append(
+                f"compacted: {after.get('count', '?')} vectors as {after.get('structure', '?')}, dropped {self.compaction.get('dropped', 0)}"
+            )
         if self.vectors:
             lines.append(f"vectors: {self.vectors.get('count')} ({self.vectors.get('structure', self.vectors.get('kind', '?'))})")
         return "\n".join(lines)
@@ -163,11 +169,16 @@ def build_recipe(recipe: Recipe, settings: Settings, *, name: str | None = None,
     from medrag.errors import IndexMismatch
     from medrag.index.text_index import IndexStore, TextIndex, validate_index_name
     from medrag.ingest.pipeline import ingest
+    from medrag.ingest.ray_engine import ENGINES, run_engine
     from medrag.ingest.records import RecordMapping
+    from medrag.index.stores import check_store
 
     name = validate_index_name(name or recipe.name)
     settings = settings.model_copy(update={"chunking": recipe.chunking})
     store = IndexStore(settings.indexes_dir)
+    if recipe.engine not in ENGINES:
+        raise ConfigError(f"recipe {recipe.name}: unknown engine {recipe.engine!r}; known: {', '.join(sorted(ENGINES))}")
+    check_store(recipe.store)
     files = [(source, source_files(recipe, source)) for source in recipe.sources]  # fail before any work
     embedder = make_embedder(recipe.embedder, device=settings.device)
 
@@ -188,7 +199,9 @@ def build_recipe(recipe: Recipe, settings: Settings, *, name: str | None = None,
             "index": recipe.index.model_dump(),
             "recipe": recipe.settings_record(),
         }
-        store.save(TextIndex(name, embedder.info(), settings=index_settings))
+        store.save(
+            TextIndex(name, embedder.info(), settings=index_settings, store=recipe.store, store_uri=recipe.store_uri, home=settings.home)
+        )
         created = True
 
     report = BuildReport(index=name)
@@ -197,9 +210,17 @@ def build_recipe(recipe: Recipe, settings: Settings, *, name: str | None = None,
             mapping = None
             if source.id_field or source.text_fields or source.title_field:
                 mapping = RecordMapping(source.id_field, tuple(source.text_fields), source.title_field)
-            report.ingested.append(
-                ingest(paths, index_name=name, embedder=embedder, settings=settings, skip_bad=recipe.skip_bad, progress=progress, mapping=mapping)
-            )
+            if recipe.engine == "local":
+                done = ingest(
+                    paths, index_name=name, embedder=embedder, settings=settings, skip_bad=recipe.skip_bad,
+                    progress=progress, mapping=mapping, vector_store=recipe.store, store_uri=recipe.store_uri,
+                )
+            else:
+                done = run_engine(
+                    recipe.engine, paths, embedder_spec=recipe.embedder, settings=settings, ray_address=recipe.ray_address,
+                    index_name=name, mapping=mapping, vector_store=recipe.store, store_uri=recipe.store_uri,
+                )
+            report.ingested.append(done)
     except BaseException:
         if created and not len(store.open(name)):  # do not leave an empty index behind a failed first build
             store.delete(name)

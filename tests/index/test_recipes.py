@@ -137,3 +137,26 @@ def test_bad_filter_is_a_clear_error(cli, tmp_path):
 def test_compact_unknown_index(cli):
     code, _, err = cli("index", "compact", "nope")
     assert code == 2 and "unknown index" in err
+
+
+def test_recipe_store_and_engine_are_checked(tmp_path):
+    from medrag.config import Settings
+    from medrag.errors import RegistryError
+    from medrag.index.recipes import build_recipe
+
+    settings = Settings(home=tmp_path / "home", progress=False)
+    with pytest.raises(ConfigError, match="unknown engine 'spark'"):
+        build_recipe(load_recipe(write_recipe(tmp_path, "flat", "engine: spark")), settings)
+    with pytest.raises(RegistryError, match="redis"):
+        build_recipe(load_recipe(write_recipe(tmp_path, "flat", "store: redis")), settings)
+
+
+def test_recipe_builds_into_milvus(cli, tmp_path):
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
+    recipe = write_recipe(tmp_path, "flat", "store: milvus")
+    code, out, err = cli("index", "build", recipe, "--no-progress")
+    assert code == 0, err
+    manifest = json.loads(cli("index", "info", "drugs")[1])
+    assert manifest["counts"] == {"sources": 2, "chunks": 4}
+    code, out, _ = cli("index", "search", "drugs", "salbutamol asthma", "--json", "--k", "1")
+    assert json.loads(out)["hits"][0]["id"] == "d1"
