@@ -11,7 +11,6 @@ opaque asset ids, so clients never name a file on the server.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import logging
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medrag.config import Settings, load_settings
+from medrag.tools import describe_tool, load_builtin_tools
 from medrag.errors import (
     AgentError,
     ConfigError,
@@ -210,38 +210,8 @@ def sniff_image(data: bytes, content_type: str | None, filename: str) -> str:
 
 
 def load_tools():
-    """The tool registry with every built-in tool module imported (each registers its tools).
-
-    A module that fails to import (a missing optional extra) is skipped with a log line.
-    """
-    import importlib
-    import pkgutil
-
-    import medrag.tools
-    from medrag.registry import tools
-
-    if hasattr(medrag.tools, "load_builtin_tools"):  # the agent's own loader, when this medrag has it
-        try:
-            return medrag.tools.load_builtin_tools()
-        except Exception as exc:  # noqa: BLE001 - fall back to importing module by module
-            log.warning("load_builtin_tools failed (%s); importing tool modules one by one", exc)
-
-    for module in pkgutil.iter_modules(medrag.tools.__path__):
-        try:
-            importlib.import_module(f"medrag.tools.{module.name}")
-        except Exception as exc:  # noqa: BLE001 - one broken tool module must not break the others
-            log.warning("tools in medrag.tools.%s not loaded: %s", module.name, exc)
-    return tools
-
-
-def describe_tool(factory) -> dict[str, Any]:
-    return {
-        "name": getattr(factory, "name", ""),
-        "description": getattr(factory, "description", ""),
-        "modalities": sorted(getattr(factory, "modalities", ())),
-        "body_regions": sorted(getattr(factory, "body_regions", ())),
-        "inputs": dict(getattr(factory, "inputs", {})),
-    }
+    """The tool registry with every built-in tool module imported (a module missing an extra is logged and skipped)."""
+    return load_builtin_tools()
 
 
 def jsonable(value: Any) -> Any:
@@ -433,18 +403,15 @@ class MedragService:
 
     @staticmethod
     def _kwargs(fn, *, images, thread_id, max_rounds, where) -> dict[str, Any]:
-        """Keywords for agent.ask/stream: optional ones only when given and accepted."""
-        params = inspect.signature(fn).parameters
+        """Keywords for agent.ask/stream: the optional ones only when given."""
         kwargs: dict[str, Any] = {}
         if where:
             kwargs["where"] = where
         if images:
-            if "images" not in params:
-                raise ApiError(400, "images_unsupported", "this agent cannot take images yet; ask without an image")
             kwargs["images"] = list(images)
-        if thread_id and "thread_id" in params:
+        if thread_id:
             kwargs["thread_id"] = thread_id
-        if max_rounds is not None and "max_rounds" in params:
+        if max_rounds is not None:
             kwargs["max_rounds"] = int(max_rounds)
         return kwargs
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,17 @@ def load_builtin_tools():
     for module in BUILTIN_TOOL_MODULES:
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # the module exists but something it needs does not
-                log.debug("tool module %s not loaded: %s", module, exc)
+        except Exception as exc:  # noqa: BLE001 - one broken tool module must not hide the others
+            log.warning("tools in %s not loaded: %s", module, exc)
     return tools
+
+
+def describe_tool(factory) -> dict[str, Any]:
+    """What a registered tool declares (name, description, modalities, body regions, inputs), without building it."""
+    return {
+        "name": getattr(factory, "name", ""),
+        "description": getattr(factory, "description", ""),
+        "modalities": sorted(getattr(factory, "modalities", ())),
+        "body_regions": sorted(getattr(factory, "body_regions", ())),
+        "inputs": dict(getattr(factory, "inputs", {})),
+    }

@@ -9,25 +9,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from medrag.errors import InputError, ToolError
+from medrag.tools import describe_tool, load_builtin_tools
 
 tool_app = typer.Typer(help="List agent tools and run image tools on a file.", no_args_is_help=True)
 
 
 def _load_tools():
-    # Importing the built-in tool modules registers their tools.
-    from medrag.tools import load_builtin_tools
-
-    return load_builtin_tools()
-
-
-def describe(factory) -> dict[str, Any]:
-    return {
-        "name": getattr(factory, "name", ""),
-        "description": getattr(factory, "description", ""),
-        "modalities": sorted(getattr(factory, "modalities", ())),
-        "body_regions": sorted(getattr(factory, "body_regions", ())),
-        "inputs": dict(getattr(factory, "inputs", {})),
-    }
+    return load_builtin_tools()  # importing the built-in tool modules registers their tools
 
 
 def _parse_args(pairs: list[str]) -> dict[str, Any]:
@@ -47,7 +35,7 @@ def _parse_args(pairs: list[str]) -> dict[str, Any]:
 def list_tools(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Every registered tool with its modalities and inputs."""
     registry = _load_tools()
-    rows = [describe(registry.get(name)) | {"name": name} for name in registry.names()]
+    rows = [describe_tool(registry.get(name)) | {"name": name} for name in registry.names()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
