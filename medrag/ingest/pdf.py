@@ -67,13 +67,19 @@ def read_pdf(
     thumbnail_width: int = 300,
     ocr: "OcrEngine | str | None" = None,
     ocr_dpi: int = 150,
+    figures_dir: Path | None = None,
 ) -> Document:
     """Parse a PDF file into a Document with one Page per PDF page (1-based numbers).
 
     Pages without a text layer are read by OCR when ``ocr`` names an engine
     ("auto", "rapidocr", "tesseract") or is one; their blocks carry the OCR
     confidence. With ``ocr=None`` such pages stay empty.
+
+    Figures (images, captioned drawings, captioned areas of page scans) are
+    found on every page with the caption linked to them (``Page.figures``);
+    with ``figures_dir`` each is also saved there as a PNG.
     """
+    from medrag.ingest.figures import figure_file_name, find_figures, is_scanned, save_figure
     from medrag.ingest.ocr import make_ocr
 
     engine = make_ocr(ocr) if isinstance(ocr, str) else ocr
@@ -97,6 +103,7 @@ def read_pdf(
         without_text = [i for i, (lines_by_block, _, _) in enumerate(raw_pages) if not lines_by_block]
         empty_pages = len(without_text)
         ocr_pages = 0
+        scanned = {i for i in without_text if is_scanned(pdf[i], has_text_layer=False)}
         if engine is not None:
             for i in without_text:
                 _, width, height = raw_pages[i]
@@ -117,10 +124,18 @@ def read_pdf(
             thumb = None
             if thumbnails_dir is not None:
                 thumb = _render_thumbnail(page, Path(thumbnails_dir) / f"{doc_id}_p{number:04d}.png", thumbnail_width)
-            pages.append(Page(number=number, blocks=blocks, width=width, height=height, thumbnail_path=thumb))
+            text_lines = [ln.bbox for lines in lines_by_block for ln in lines]
+            figures = find_figures(page, blocks, scanned=number - 1 in scanned, text_lines=text_lines)
+            if figures_dir is not None:
+                for i, figure in enumerate(figures, start=1):
+                    figure.image_path = save_figure(page, figure, Path(figures_dir) / figure_file_name(doc_id, number, i))
+            pages.append(
+                Page(number=number, blocks=blocks, width=width, height=height, thumbnail_path=thumb, figures=figures)
+            )
 
     doc_metadata = {
         "page_count": len(pages),
+        "figure_count": sum(len(p.figures) for p in pages),
         "author": (metadata.get("author") or "").strip(),
         "path": str(path.resolve()),
     }
@@ -173,6 +188,8 @@ def _page_lines(page: pymupdf.Page) -> tuple[list[list[_Line]], float, float]:
     # Text extraction reports unrotated coordinates; map them onto the page as shown.
     matrix = page.rotation_matrix if page.rotation else None
     out: list[list[_Line]] = []
+    # MuPDF's sort=True orders blocks by position (top, then left), which interleaves columns;
+    # reading_order below puts them column by column.
     for block in page.get_text("dict", sort=True)["blocks"]:
         if block.get("type") != 0:
             continue
@@ -196,7 +213,75 @@ def _page_lines(page: pymupdf.Page) -> tuple[list[list[_Line]], float, float]:
             lines.append(_Line(text, (r.x0, r.y0, r.x1, r.y1), sizes, bold, chars))
         if lines:
             out.append(lines)
+    boxes = [_lines_box(lines) for lines in out]
+    out = [out[i] for i in reading_order(boxes)]
     return out, rect.width, rect.height
+
+
+def _lines_box(lines: list[_Line]) -> BBox:
+    return (
+        min(ln.bbox[0] for ln in lines),
+        min(ln.bbox[1] for ln in lines),
+        max(ln.bbox[2] for ln in lines),
+        max(ln.bbox[3] for ln in lines),
+    )
+
+
+def reading_order(boxes: list[BBox], *, tables: bool = True) -> list[int]:
+    """Indices of text boxes in reading order: column by column, top to bottom in each column.
+
+    A column gutter is a vertical line with boxes side by side on its two
+    sides; boxes crossing it (titles, full-width figures' captions) separate
+    the page into bands read one after another, and inside a band the left
+    column is read before the right one (recursively, so three columns work).
+    With ``tables=True``, side-by-side boxes whose tops line up row by row are
+    taken for a table and read row by row instead.
+    """
+    return _order(sorted(range(len(boxes)), key=lambda i: (boxes[i][1], boxes[i][0])), boxes, tables)
+
+
+def _order(idx: list[int], boxes: list[BBox], tables: bool) -> list[int]:
+    gutter = _find_gutter(idx, boxes, tables) if len(idx) > 1 else None
+    if gutter is None:
+        return sorted(idx, key=lambda i: (boxes[i][1], boxes[i][0]))
+    out: list[int] = []
+    left: list[int] = []
+    right: list[int] = []
+    for i in idx:  # top to bottom
+        x0, _, x1, _ = boxes[i]
+        if x0 < gutter < x1:  # spans the gutter: the columns above it end here
+            out += _order(left, boxes, tables) + _order(right, boxes, tables) + [i]
+            left, right = [], []
+        elif x1 <= gutter:
+            left.append(i)
+        else:
+            right.append(i)
+    return out + _order(left, boxes, tables) + _order(right, boxes, tables)
+
+
+def _find_gutter(idx: list[int], boxes: list[BBox], tables: bool) -> float | None:
+    """The x of the gutter crossed by the fewest boxes (widest on ties), or None if nothing is side by side."""
+    lo = min(boxes[i][0] for i in idx)
+    hi = max(boxes[i][2] for i in idx)
+    best = None
+    for x in sorted({boxes[i][2] for i in idx}):
+        if not lo + 0.15 * (hi - lo) <= x <= lo + 0.85 * (hi - lo):
+            continue
+        left = [boxes[i] for i in idx if boxes[i][2] <= x]
+        right = [boxes[i] for i in idx if boxes[i][0] > x]
+        if not left or not right:
+            continue
+        pairs = [(a, b) for a in left for b in right if min(a[3], b[3]) - max(a[1], b[1]) > 0]
+        if not pairs:
+            continue
+        if tables and len(pairs) >= 2 and sum(abs(a[1] - b[1]) < 3 for a, b in pairs) * 3 >= 2 * len(pairs):
+            continue  # rows of cells, not columns
+        crossing = sum(1 for i in idx if boxes[i][0] < x < boxes[i][2])
+        width = min(b[0] for b in right) - x
+        key = (crossing, -width)
+        if best is None or key < best[0]:
+            best = (key, x + width / 2)
+    return best[1] if best else None
 
 
 def _body_font_size(raw_pages) -> float:
@@ -308,21 +393,34 @@ def _ocr_page_lines(page: pymupdf.Page, engine, dpi: int) -> list[list[_Line]]:
     zoom = dpi / 72.0
     pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB)
     image = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width, 3)
-    blocks: list[list[_Line]] = []
-    previous: _Line | None = None
+    lines: list[_Line] = []
     for found in engine.recognize(image):
         text = _WS_RE.sub(" ", found.text).strip()
         if not text:
             continue
         x0, y0, x1, y1 = (v / zoom for v in found.box)
         size = round(y1 - y0, 0)
-        line = _Line(text, (x0, y0, x1, y1), Counter({size: len(text)}), 0, len(text), found.confidence)
-        # A new paragraph starts after a vertical gap, a jump in indentation, or a change of line height.
+        lines.append(_Line(text, (x0, y0, x1, y1), Counter({size: len(text)}), 0, len(text), found.confidence))
+    # OCR returns lines top to bottom across the page; read two-column scans column by column.
+    # Lines of two columns share baselines, so aligned tops do not mean a table here.
+    lines = [lines[i] for i in reading_order([ln.bbox for ln in lines], tables=False)]
+    blocks: list[list[_Line]] = []
+    previous: _Line | None = None
+    short = 0.5 * page.rect.width
+    for line in lines:
+        x0, y0 = line.bbox[0], line.bbox[1]
+        size = next(iter(line.sizes))
+        # A new paragraph starts after a vertical gap, a jump in indentation, or a change of line
+        # height next to a short line (a heading). Between two long lines a height change is noise
+        # (a bold label or descenders make one box taller), e.g. inside a multi-line caption.
         if (
             previous is None
             or y0 - previous.bbox[3] > 0.6 * size
             or abs(x0 - previous.bbox[0]) > 2 * size
-            or abs(size - next(iter(previous.sizes))) > 0.4 * size
+            or (
+                abs(size - next(iter(previous.sizes))) > 0.4 * size
+                and min(line.bbox[2] - x0, previous.bbox[2] - previous.bbox[0]) < short
+            )
         ):
             blocks.append([])
         blocks[-1].append(line)

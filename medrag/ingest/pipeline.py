@@ -24,6 +24,7 @@ from medrag.embed.base import TextEmbedder
 from medrag.errors import InputError, MedragError, SourceFileError
 import medrag.ingest.ontology  # noqa: F401  (registers the .obo reader)
 import medrag.ingest.records  # noqa: F401  (registers the .jsonl and .csv readers)
+import medrag.ingest.reports  # noqa: F401  (registers the .xml and .txt report readers)
 from medrag.index.text_index import IndexStore, SourceRecord, TextIndex, embedding_text
 from medrag.registry import sources
 from medrag.types import Chunk, Document
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 def _read_pdf_source(path: Path, settings: Settings, **_options) -> Document:
     from medrag.ingest.pdf import read_pdf
 
-    return read_pdf(path, thumbnails_dir=settings.home / "assets" / "pages", ocr=settings.ocr)
+    assets = settings.home / "assets"
+    return read_pdf(path, thumbnails_dir=assets / "pages", figures_dir=assets / "figures", ocr=settings.ocr)
 
 
 def chunk_for(doc: Document, settings: Settings) -> list[Chunk]:
@@ -49,8 +51,11 @@ def chunk_for(doc: Document, settings: Settings) -> list[Chunk]:
 
         return chunk_records(doc, **settings.chunking.model_dump())
     from medrag.ingest.chunking import chunk_document
+    from medrag.ingest.figures import attach_figures
 
-    return chunk_document(doc, **settings.chunking.model_dump())
+    chunks = chunk_document(doc, **settings.chunking.model_dump())
+    attach_figures(doc, chunks)  # caption chunks carry their figure's image and region
+    return chunks
 
 
 def supported_suffixes() -> list[str]:
@@ -136,11 +141,49 @@ def add_chunks(
     index.add_document_chunks(record, chunks, vectors)
 
 
-def open_or_create(store: IndexStore, name: str, embedder: TextEmbedder, settings: Settings) -> TextIndex:
+def open_or_create(
+    store: IndexStore, name: str, embedder: TextEmbedder, settings: Settings, *, vector_store: str = "faiss", store_uri: str | None = None
+) -> TextIndex:
+    """Open the named index, or make a new one whose vectors go to ``vector_store`` (faiss, milvus, pgvector)."""
     info = embedder.info()
     if store.exists(name):
         return store.open(name, info)
-    return TextIndex(name, info, settings={"chunking": settings.chunking.model_dump()})
+    return TextIndex(
+        name, info, settings={"chunking": settings.chunking.model_dump()}, store=vector_store, store_uri=store_uri, home=settings.home
+    )
+
+
+def attach_thumbnails(doc: Document, chunks: Sequence[Chunk]) -> None:
+    """Each chunk of a paged document points at its page thumbnail."""
+    for chunk in chunks:
+        thumb = doc.pages[chunk.page - 1].thumbnail_path if chunk.page and chunk.page <= len(doc.pages) else None
+        if thumb:
+            chunk.metadata["thumbnail"] = thumb
+
+
+def source_record(doc: Document) -> SourceRecord:
+    return SourceRecord(
+        source=doc.source,
+        doc_id=doc.doc_id,
+        content_hash=doc.content_hash,
+        title=doc.title,
+        kind=doc.kind,
+        pages=len(doc.pages),
+        path=str(doc.metadata.get("path", "")),
+    )
+
+
+def check_unique_ids(path: Path, doc: Document, chunks: Sequence[Chunk], index: TextIndex, pending) -> None:
+    """Refuse a file whose chunk ids (report ids, record ids) another source already uses: one would overwrite the other."""
+    ids = {c.chunk_id for c in chunks}
+    for other, other_chunks, _ in pending:
+        clash = ids.intersection(c.chunk_id for c in other_chunks)
+        if clash:
+            raise SourceFileError(path, f"duplicate id '{min(clash)}': {other.source} in this batch has it too")
+    for chunk_id in sorted(ids):
+        existing = index.chunks.get(chunk_id)
+        if existing is not None and existing.source != doc.source:
+            raise SourceFileError(path, f"duplicate id '{chunk_id}': already in index '{index.name}' from {existing.source}")
 
 
 def ingest(
@@ -152,15 +195,27 @@ def ingest(
     skip_bad: bool = False,
     progress: bool | None = None,
     mapping=None,
+    vector_store: str = "faiss",
+    store_uri: str | None = None,
 ) -> IngestReport:
     """Ingest files into the named index under ``settings.home`` and save it atomically.
 
     ``mapping`` (a RecordMapping) says which fields of JSONL/CSV records are id, title and text.
+    Image files and image folders (PNG/JPEG/DICOM, images.jsonl sidecar) go to the image index
+    of the same name (medrag.ingest.images); mixing them with documents in one call is refused.
     """
+    from medrag.ingest.images import ingest_images, split_image_paths
+
+    image_paths, other_paths = split_image_paths(list(paths))
+    if image_paths and other_paths:
+        raise InputError(f"ingest images ({image_paths[0]}) and documents ({other_paths[0]}) in separate calls: they go to different indexes")
+    if image_paths:
+        return ingest_images(image_paths, index_name=index_name, embedder=embedder, settings=settings, skip_bad=skip_bad, progress=progress)
+    paths = other_paths
     started = time.perf_counter()
     show = settings.progress if progress is None else progress
     store = IndexStore(settings.indexes_dir)
-    index = open_or_create(store, index_name, embedder, settings)
+    index = open_or_create(store, index_name, embedder, settings, vector_store=vector_store, store_uri=store_uri)
     report = IngestReport(index=index.name)
 
     # Pass 1: hash and parse everything; nothing is written yet.
@@ -176,6 +231,7 @@ def ingest(
                 report.unchanged.append(path.name)
                 continue
             chunks = chunk_for(doc, settings)
+            check_unique_ids(path, doc, chunks, index, pending)
         except MedragError as exc:
             if not skip_bad:
                 raise
@@ -183,26 +239,14 @@ def ingest(
             report.failed.append((str(path), str(exc)))
             continue
         replaces = any(r.source == doc.source for r in index.sources.values())
-        for chunk in chunks:
-            thumb = doc.pages[chunk.page - 1].thumbnail_path if chunk.page and chunk.page <= len(doc.pages) else None
-            if thumb:
-                chunk.metadata["thumbnail"] = thumb
+        attach_thumbnails(doc, chunks)
         pending.append((doc, chunks, replaces))
 
     # Pass 2: embed and add.
     total = sum(len(chunks) for _, chunks, _ in pending)
     with tqdm(total=total, desc="embedding", unit="chunk", disable=not show or total == 0) as bar:
         for doc, chunks, replaces in pending:
-            record = SourceRecord(
-                source=doc.source,
-                doc_id=doc.doc_id,
-                content_hash=doc.content_hash,
-                title=doc.title,
-                kind=doc.kind,
-                pages=len(doc.pages),
-                path=str(doc.metadata.get("path", "")),
-            )
-            add_chunks(index, record, chunks, embedder, progress=bar)
+            add_chunks(index, source_record(doc), chunks, embedder, progress=bar)
             (report.replaced if replaces else report.added).append(doc.source)
             report.chunks_added += len(chunks)
 

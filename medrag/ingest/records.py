@@ -105,13 +105,22 @@ def read_records(path: str | Path, mapping: RecordMapping | None = None) -> Docu
         records.append({"id": record_id, "title": str(title) if title else "", "sections": sections, "metadata": meta})
     raw = path.read_bytes()
     content_hash = hashlib.sha256(raw + resolved.describe().encode()).hexdigest()
+    return records_document(path, records, content_hash, title=path.stem, mapping=resolved.describe())
+
+
+def records_document(path: Path, records: list[dict[str, Any]], content_hash: str, *, title: str, **metadata: Any) -> Document:
+    """A Document of kind ``records`` that :func:`chunk_records` splits into chunks.
+
+    Each record is ``{"id", "title", "sections": {name: text}, "metadata": {...}}``;
+    other readers (reports.py) build the same shape to reuse the chunking and citations.
+    """
     return Document(
         doc_id=content_hash[:16],
         source=path.name,
-        title=path.stem,
+        title=title,
         kind="records",
         content_hash=content_hash,
-        metadata={"path": str(path.resolve()), "records": records, "mapping": resolved.describe()},
+        metadata={"path": str(path.resolve()), "records": records, **metadata},
     )
 
 

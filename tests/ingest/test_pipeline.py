@@ -124,7 +124,7 @@ def test_folder_input_expands_to_the_pdfs_in_it(tmp_path: Path, settings, embedd
     (folder / "more").mkdir(parents=True)
     write_medical_pdf(folder / "anatomy.pdf")
     write_medical_pdf(folder / "more" / "marrow.PDF", ("marrow",))
-    (folder / "readme.txt").write_text("not a book")
+    (folder / "readme.md").write_text("not a book")  # .txt would be read as a plain-text report
     (folder / "image.png").write_bytes(PNG_MAGIC)
 
     files = collect_files([folder])
@@ -142,7 +142,7 @@ def test_folder_input_expands_to_the_pdfs_in_it(tmp_path: Path, settings, embedd
 def test_folder_without_supported_files_is_an_error(tmp_path: Path, settings, embedder, store) -> None:
     folder = tmp_path / "empty"
     folder.mkdir()
-    (folder / "notes.txt").write_text("hello")
+    (folder / "notes.docx").write_text("hello")  # .txt is a supported type (plain-text reports)
     with pytest.raises(SourceFileError, match="no supported files"):
         run([folder], settings, embedder)
     assert store.names() == []
