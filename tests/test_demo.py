@@ -95,9 +95,10 @@ def test_demo_question_finds_bradycardia_by_words(hashing_demo):
 def test_demo_answer_runs_the_whole_graph(hashing_demo):
     settings, answer = hashing_demo
     assert answer.question == DEMO_QUESTION
-    assert [step.node for step in answer.trace] == ["retrieve", "compose", "verify"]
-    retrieve = answer.trace[0]
-    assert retrieve.details["ok"] is True
+    steps = [step.node for step in answer.trace]
+    assert steps[:4] == ["intake", "plan", "act", "rethink"] and steps[-2:] == ["compose", "verify"]
+    retrieve = answer.trace[2]
+    assert retrieve.tool == "search_text" and retrieve.details["ok"] is True
     assert len(retrieve.details["evidence"]) == 8  # top_k passages
     assert all(":HP:" in eid for eid in retrieve.details["evidence"])
     assert 0.0 <= answer.confidence <= 1.0

@@ -29,6 +29,7 @@ import sqlite3
 import time
 import uuid
 import warnings
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -341,15 +342,33 @@ class Agent:
         turn = Turn(question, answer.text, abstained, [evidence[c.chunk_id] for c in answer.citations if c.chunk_id in evidence])
         return {"answer": answer, "trace": [step], "history": [turn]}
 
+    def _scored_for(self, text: str, kept, evidence: dict[str, Evidence]) -> dict[str, Evidence]:
+        """The cited evidence with its cosine to ``text``.
+
+        A passage's own dense score is its cosine to the query that found it, which after
+        rethink may be a reformulated one; relevance must be judged against what was asked.
+        """
+        if self.embedder is None:
+            return evidence
+        cited = list(dict.fromkeys(e for v in kept for e in v.sentence.evidence_ids if e in evidence))
+        if not cited:
+            return evidence
+        q = self.embedder.embed_queries([text])[0]
+        vectors = self.embedder.embed_texts([evidence[e].text for e in cited])
+        scored = dict(evidence)
+        for eid, vector in zip(cited, vectors):
+            scored[eid] = replace(evidence[eid], scores={**evidence[eid].scores, "dense": float(vector @ q)})
+        return scored
+
     def _confidence(self, question: str, subs: Sequence[SubQuestion], kept, evidence: dict[str, Evidence]) -> tuple[float, dict[str, Any]]:
         """The answer's confidence; for a question in parts, the mean of each part's (a part with no sentence counts 0)."""
         tagged = [getattr(v.sentence, "sub_question", None) for v in kept]
         if len(subs) <= 1 or all(t is None for t in tagged):
-            return confidence(question, kept, evidence, self.term_idf)
+            return confidence(question, kept, self._scored_for(question, kept, evidence), self.term_idf)
         parts = []
         for i, sub in enumerate(subs):
             mine = [v for v, t in zip(kept, tagged) if t == i]
-            parts.append(confidence(sub.query, mine, evidence, self.term_idf) if mine else (0.0, {}))
+            parts.append(confidence(sub.query, mine, self._scored_for(sub.query, mine, evidence), self.term_idf) if mine else (0.0, {}))
         value = sum(v for v, _ in parts) / len(parts)
         signals: dict[str, Any] = {"parts": [round(v, 4) for v, _ in parts]}
         for key in ("relevance", "coverage", "support"):

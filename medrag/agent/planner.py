@@ -153,7 +153,7 @@ def tool_calls(
     for image in images:
         for tool in toolbox.image_tools(image.modality):
             inputs = {"image": image.path}
-            if "modality" in tool.inputs:
+            if "modality" in tool.inputs and image.modality != "unknown":  # unknown: the tool may route it itself
                 inputs["modality"] = image.modality
             calls.append(ToolCall(tool.name, inputs, image_sub, f"{image.modality} image: {tool.name} accepts it"))
     return calls

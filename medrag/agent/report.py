@@ -126,7 +126,9 @@ class ReportComposer:
         report: dict[str, list[DraftSentence]] = {name: [] for name in SECTIONS}
         measurements = [ev for ev in evidence if ev.kind == "measurement"]
         priors = [ev for ev in evidence if ev.kind != "measurement" and report_section(ev)]
-        others = [ev for ev in evidence if ev.kind != "measurement" and not report_section(ev)]
+        # Images of earlier cases that look like this one (search_images): cited as look-alikes, not findings.
+        similar = [ev for ev in evidence if ev.kind == "figure" and ev.citation.locator.get("case_id") and ev.citation.locator.get("image")]
+        others = [ev for ev in evidence if ev.kind != "measurement" and not report_section(ev) and ev not in similar]
 
         def add(section: str, text: str, ev: Evidence, quoted: str | None = None, **signals: float) -> None:
             if len(report[section]) >= self.max_per_section:
@@ -167,6 +169,9 @@ class ReportComposer:
             best = max(rest, key=lambda s: (len(topic & set(tokenize(s))), -rest.index(s)))
             label = "findings" if section == "findings" else "impression"
             add(label, f"Similar prior case ({name}): {best}", ev, best, prior=1.0)
+
+        for ev in similar[: self.max_priors]:
+            add("impression", f"Similar-looking image of an earlier case: {ev.text}", ev, ev.text, similar_image=1.0)
 
         # What other evidence (textbook passages, definitions) says about the question itself.
         if others:

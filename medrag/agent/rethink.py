@@ -191,7 +191,9 @@ class RuleRethinker:
         words = topic_words(sub.query)
         extra: list[str] = []
         for ev in evidence:
-            if ev.kind not in ("term", "graph"):
+            # Only knowledge-graph facts about the question's concepts; ontology terms that a
+            # search merely returned may be about anything (and would pull the next search off topic).
+            if ev.kind != "graph":
                 continue
             name, _, rest = ev.text.partition(":")
             synonyms = re.search(r"Also called:\s*(.+?)(?:\.|$)", rest)

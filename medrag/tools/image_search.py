@@ -145,8 +145,9 @@ class ImageSearchTool(BaseTool):
                 self.settings = load_settings()
             held = ImageIndexStore.for_settings(self.settings).info(index).get("modalities", {})
         served = frozenset(m for m in held if m != "unknown")
-        # An index of unlabelled images serves any image; otherwise only the modalities it holds.
-        self.modalities = served or frozenset({"xray", "ct", "mr", "photo", "unknown"})
+        # An index of unlabelled images serves any image; otherwise the modalities it holds, and images
+        # whose modality intake could not tell (the tool routes those itself, with its classifier).
+        self.modalities = (served | {"unknown"}) if served else frozenset({"xray", "ct", "mr", "photo", "unknown"})
 
     def setup(self) -> None:
         if self.searcher is None:

@@ -56,7 +56,7 @@ class FixedClassifier:
 def test_registry_builds_it_lazily_with_the_modalities_it_serves(settings):
     tool = tools.create("search_images", index="cases", settings=settings)
     assert isinstance(tool, Tool) and tool.searcher is None  # opened on first use
-    assert tool.modalities == frozenset({"ct", "mr"})
+    assert tool.modalities == frozenset({"ct", "mr", "unknown"})  # unknown: routed by its own classifier
     with pytest.raises(IndexNotFound):
         tools.create("search_images", index="nope", settings=settings)
     with pytest.raises(ToolError, match="index=NAME"):
