@@ -15,11 +15,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from medrag.embed.cli import train_retriever
+from medrag.embed.cli import images_app, train_retriever
 from medrag.errors import MedragError
+from medrag.index.cli import add_index_commands
 from medrag.eval.cli import eval_command
 from medrag.kg.cli import kg_app
-from medrag.vision.cli import tool_app
+from medrag.server.cli import mcp_command, serve_command
+from medrag.vision.cli import tool_app, train_classifier_command
 
 app = typer.Typer(
     name="medrag",
@@ -28,12 +30,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-index_app = typer.Typer(help="List, inspect and delete indexes.", no_args_is_help=True)
+index_app = typer.Typer(help="Build, update, search, inspect, compact and delete indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+add_index_commands(index_app)  # build, add, compact (medrag/index/cli.py)
 app.add_typer(kg_app, name="kg")
 app.command("train-retriever")(train_retriever)
+app.add_typer(images_app, name="images")
+app.command("train-classifier")(train_classifier_command)
 app.add_typer(tool_app, name="tool")
 app.command("eval")(eval_command)
+app.command("serve")(serve_command)
+app.command("mcp")(mcp_command)
 
 _state: dict = {"debug": False, "config": None}
 
@@ -95,7 +102,7 @@ def demo(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="PDF or OBO files, or folders of them")],
+    paths: Annotated[list[Path], typer.Argument(help="PDFs, .obo ontologies, JSONL/CSV records, IU XML or .txt reports, image folders or DICOM files; or folders of them")],
     index: Annotated[str, typer.Option("--index", "-i", help="index name (created if new)")],
     embedder: Annotated[Optional[str], typer.Option(help="embedder: packaged name, local path, hub id, or hashing:DIM")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable files instead of stopping")] = False,
@@ -103,14 +110,19 @@ def ingest(
     id_field: Annotated[Optional[str], typer.Option(help="JSONL/CSV: field holding the record id")] = None,
     text_field: Annotated[Optional[list[str]], typer.Option(help="JSONL/CSV: text field(s), one chunk set each")] = None,
     title_field: Annotated[Optional[str], typer.Option(help="JSONL/CSV: field holding the title")] = None,
+    vector_store: Annotated[str, typer.Option("--store", help="where a new index keeps its vectors: faiss, milvus or pgvector")] = "faiss",
+    store_uri: Annotated[
+        Optional[str], typer.Option(help="milvus: FILE.db or http://HOST:19530; pgvector: postgresql://HOST/DB (default: embedded, under MEDRAG_HOME)")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data: parse, chunk, embed on a cluster)")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="ray engine: auto or ray://HOST:PORT (default: a local Ray)")] = None,
+    workers: Annotated[int, typer.Option(help="ray engine: embedding actors (each loads the embedder once)")] = 1,
 ) -> None:
     """Add documents to an index: PDFs, .obo ontologies, JSONL/CSV records (reports, abstracts).
 
     Unchanged files are skipped; changed files replace their old version.
     """
-    from medrag.embed.text import make_embedder
     from medrag.index.text_index import IndexStore, validate_index_name
-    from medrag.ingest.pipeline import ingest as run_ingest
 
     _quiet_libraries()
     validate_index_name(index)
@@ -120,13 +132,22 @@ def ingest(
     from medrag.ingest.records import RecordMapping
 
     mapping = RecordMapping(id_field, tuple(text_field or ()), title_field) if (id_field or text_field or title_field) else None
-    report = run_ingest(
+    from medrag.index.stores import check_store
+    from medrag.ingest.ray_engine import run_engine
+
+    check_store(vector_store)
+    report = run_engine(
+        engine,
         paths,
         index_name=index,
-        embedder=make_embedder(spec, device=settings.device),
+        embedder_spec=spec,
         settings=settings,
         skip_bad=skip_bad,
         mapping=mapping,
+        vector_store=vector_store,
+        store_uri=store_uri,
+        ray_address=ray_address,
+        workers=workers,
     )
     for path, reason in report.failed:
         typer.echo(f"skipped {path}: {reason}", err=True)
@@ -138,7 +159,12 @@ def ingest(
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="the question")],
-    index: Annotated[str, typer.Option("--index", "-i", help="index to answer from")],
+    index: Annotated[
+        Optional[list[str]], typer.Option("--index", "-i", help="index to answer from (repeat for several)")
+    ] = None,
+    image: Annotated[
+        Optional[list[Path]], typer.Option("--image", help="an image the question is about: PNG, JPEG or DICOM (repeatable)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the answer as JSON")] = False,
     source: Annotated[Optional[str], typer.Option(help="only use this source file")] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="passages to read")] = None,
@@ -151,9 +177,23 @@ def ask(
         ),
     ] = "extractive",
     graph: Annotated[Optional[str], typer.Option("--graph", help="also look concepts up in this knowledge graph")] = None,
+    image_index: Annotated[Optional[str], typer.Option("--image-index", help="image index to find similar cases in")] = None,
+    tool: Annotated[
+        Optional[list[str]], typer.Option("--tool", help="add a registered tool (repeatable; medrag tool list)")
+    ] = None,
+    max_rounds: Annotated[
+        Optional[int], typer.Option("--max-rounds", min=1, max=10, help="think-act-rethink rounds at most (default 3)")
+    ] = None,
+    thread: Annotated[
+        Optional[str], typer.Option("--thread", help="conversation id: follow-ups in one thread reuse earlier evidence")
+    ] = None,
+    deidentify: Annotated[
+        bool, typer.Option("--deidentify", help="scrub names, dates, phone and record numbers from the question")
+    ] = False,
     trace: Annotated[bool, typer.Option("--trace", help="print each step as it finishes (on stderr)")] = False,
 ) -> None:
-    """Answer a question from an index, citing every sentence."""
+    """Answer a question (optionally about images), citing every sentence."""
+    from medrag.agent.config import DEFAULT_TOOLS
     from medrag.agent.graph import Agent
     from medrag.index.hybrid import check_query
     from medrag.types import TraceStep
@@ -163,15 +203,40 @@ def ask(
     settings = _settings()
     if top_k:
         settings.retrieval.top_k = top_k
-    agent = Agent.from_index(index, settings=settings, llm=llm, graph=graph)
+    if deidentify:
+        settings.agent.deidentify = True
+    if not index and not graph and not image_index:
+        raise typer.BadParameter("give at least one --index (or --graph / --image-index)", param_hint="--index")
+    config = {
+        "indexes": list(index or []),
+        "graph": graph,
+        "image_index": image_index,
+        "llm": llm,
+        "tools": DEFAULT_TOOLS + [t for t in tool or [] if t not in DEFAULT_TOOLS],
+        "max_rounds": max_rounds,
+    }
+    agent = Agent.from_config(config, settings=settings)
     answer = None
-    for event in agent.stream(question, where={"source": source} if source else None):
+    events = agent.stream(
+        question,
+        images=[str(p) for p in image or []],
+        where={"source": source} if source else None,
+        thread_id=thread,
+        max_rounds=max_rounds,
+    )
+    for event in events:
         if isinstance(event, TraceStep):
             if trace:
-                typer.echo(f"[{event.node}] {event.summary} ({1000 * event.duration_s:.0f} ms)", err=True)
+                typer.echo(_trace_line(event), err=True)
         else:
             answer = event
     _print_answer(answer, as_json)
+
+
+def _trace_line(step) -> str:
+    tool = f" {step.tool}" if step.tool else ""
+    where = f" r{step.round}" if step.round else ""
+    return f"[{step.node}{where}]{tool} {step.summary} ({1000 * step.duration_s:.0f} ms)"
 
 
 @app.command()
@@ -209,6 +274,10 @@ def index_search(
     k: Annotated[int, typer.Option("--k", "-k", help="records per query")] = 10,
     mode: Annotated[str, typer.Option(help="hybrid, dense or bm25")] = "hybrid",
     as_json: Annotated[bool, typer.Option("--json", help="one JSON line per query")] = False,
+    where: Annotated[
+        Optional[list[str]],
+        typer.Option("--where", "--filter", help='metadata filter, e.g. "source=ch06.pdf; page=10..20; date>=2020-01-01" (repeatable)'),
+    ] = None,
 ) -> None:
     """Search an index for records (report ids, abstract ids, book passages), one result list per query."""
     from medrag.embed.text import make_embedder
@@ -227,7 +296,9 @@ def index_search(
     embedder = make_embedder(store.info(name)["embedder"]["name"], device=settings.device)
     retriever = HybridRetriever(store.open(name, embedder.info()), embedder, settings.retrieval)
     # Passages are collapsed onto records, so fetch more passages than records asked for.
-    results = retriever.search_many([item["text"] for item in items], k=max(k * 4, k), mode=mode)
+    from medrag.index.filters import parse_where
+
+    results = retriever.search_many([item["text"] for item in items], k=max(k * 4, k), mode=mode, where=parse_where(where) or None)
     for item, evidence in zip(items, results):
         hits = record_hits(evidence, k)
         if as_json:
@@ -263,12 +334,21 @@ def index_info(name: Annotated[str, typer.Argument()]) -> None:
 def index_delete(
     name: Annotated[str, typer.Argument()],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    source: Annotated[Optional[list[str]], typer.Option("--source", help="remove only this source file's chunks (repeatable)")] = None,
+    doc_id: Annotated[Optional[list[str]], typer.Option("--doc-id", help="remove only this document's chunks (repeatable)")] = None,
 ) -> None:
-    """Delete an index."""
+    """Delete an index, or with --source/--doc-id only some documents (then `medrag index compact` reclaims space)."""
     from medrag.index.text_index import IndexStore
 
     store = IndexStore(_settings().indexes_dir)
     store.info(name)
+    if source or doc_id:
+        index = store.open(name)
+        removed = sum(index.remove_source(s) for s in source or []) + sum(index.remove_doc(d) for d in doc_id or [])
+        if removed:
+            store.save(index)
+        typer.echo(f"index '{name}': removed {removed} chunks")
+        return
     if not yes and not typer.confirm(f"delete index '{name}'?"):
         raise typer.Exit(code=1)
     store.delete(name)

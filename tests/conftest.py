@@ -210,3 +210,14 @@ def cli(capsys, home):
         return code, out, err
 
     return run
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With MEDRAG_FAIL_ON_SKIP set (the extras environment in CI), a skipped test is a failure:
+    there every optional dependency must be present, so a skip means the environment is broken."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("MEDRAG_FAIL_ON_SKIP") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but MEDRAG_FAIL_ON_SKIP is set: {report.longrepr}"

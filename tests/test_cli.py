@@ -84,8 +84,10 @@ def test_ask_json_prints_one_answer_object(cli, notes: Path) -> None:
     assert first["chunk_id"].endswith(":p0002:c000")
     assert isinstance(first["score"], float) and len(first["bbox"]) == 4
     assert "[1]" in data["answer"]
-    assert [t["node"] for t in data["trace"]] == ["retrieve", "compose", "verify"]
-    assert all(isinstance(t["duration_s"], float) for t in data["trace"])
+    assert [t["step"] for t in data["trace"]] == ["intake", "plan", "act", "rethink", "compose", "verify"]
+    assert all(isinstance(t["ms"], float) for t in data["trace"])
+    assert data["trace"][2]["tool"] == "search_text" and data["trace"][2]["inputs"] == {"query": QUESTION}
+    assert data["rounds"] == 1 and data["sub_questions"] == [QUESTION]
 
 
 def test_ask_plain_output_lists_sources(cli, notes: Path) -> None:
@@ -101,8 +103,9 @@ def test_ask_trace_prints_each_step_on_stderr(cli, notes: Path) -> None:
     code, out, err = cli("ask", QUESTION, "--index", "notes", "--trace")
     assert code == 0, err
     steps = [line.split("]")[0].lstrip("[") for line in err.strip().splitlines()]
-    assert steps == ["retrieve", "compose", "verify"]
-    assert "Sources:" in out and "[retrieve]" not in out
+    assert steps == ["intake", "plan", "act r1", "rethink r1", "compose", "verify"]
+    assert "] search_text " in err
+    assert "Sources:" in out and "[intake]" not in out
 
 
 def test_ask_off_topic_abstains(cli, notes: Path) -> None:
@@ -117,10 +120,11 @@ def test_ask_source_filter_and_top_k(cli, notes: Path) -> None:
     assert code == 0, err
     data = json.loads(out)
     assert data["abstained"] is True
-    assert data["trace"][0]["details"]["inputs"]["where"] == {"source": "other.pdf"}
+    acts = [t for t in data["trace"] if t["step"] == "act"]
+    assert acts and all(t["inputs"]["where"] == {"source": "other.pdf"} for t in acts)
     code, out, _ = cli("ask", QUESTION, "--index", "notes", "--json", "--top-k", "1")
     assert code == 0
-    assert len(json.loads(out)["trace"][0]["details"]["evidence"]) == 1
+    assert len(json.loads(out)["trace"][2]["details"]["evidence"]) == 1
 
 
 def test_index_list_and_info(cli, notes: Path, home: Path) -> None:
@@ -209,7 +213,7 @@ def _corrupt(tmp_path: Path) -> Path:
 
 
 def _unsupported(tmp_path: Path) -> Path:
-    path = tmp_path / "notes.txt"
+    path = tmp_path / "notes.docx"  # .txt is read as a plain-text report
     path.write_text("Compact bone is dense.")
     return path
 
@@ -220,7 +224,7 @@ def _unsupported(tmp_path: Path) -> Path:
         (_missing, "file not found"),
         (_not_pdf, "not a PDF file"),
         (_corrupt, "corrupt or unreadable PDF"),
-        (_unsupported, "unsupported file type '.txt'"),
+        (_unsupported, "unsupported file type '.docx'"),
     ],
     ids=["missing", "not-pdf", "corrupt", "unsupported"],
 )
