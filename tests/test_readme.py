@@ -27,11 +27,12 @@ def home(tmp_path: Path, clean_env) -> Path:
     return tmp_path / "home"
 
 
-def test_readme_has_the_two_api_examples() -> None:
+def test_readme_has_the_three_api_examples() -> None:
     blocks = python_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     assert 'Agent.from_index("demo-hpo")' in blocks[0]
-    assert "ingest(" in blocks[1]
+    assert "Agent.from_config(" in blocks[1] and "images=" in blocks[1] and "thread_id=" in blocks[1]
+    assert "ingest(" in blocks[2]
 
 
 def test_agent_example_runs(home: Path, capsys) -> None:
@@ -43,7 +44,24 @@ def test_agent_example_runs(home: Path, capsys) -> None:
 
 def test_ingest_example_runs(home: Path, tmp_path: Path, capsys) -> None:
     write_medical_pdf(tmp_path / "chapter.pdf")
-    exec(compile(python_blocks()[1], "README.md", "exec"), {})
+    exec(compile(python_blocks()[2], "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "index 'mybook': 1 added" in out
     assert '"answer"' in out and '"citations"' in out
+
+
+def test_full_agent_example_runs(home: Path, tmp_path: Path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    build_demo_index(load_settings(), HashingEmbedder(256), progress=False)
+    rng = np.random.default_rng(0)  # a grey radiograph-like picture in the working directory
+    Image.fromarray(np.clip(rng.normal(140, 25, (128, 128)), 0, 255).astype(np.uint8), "L").save(tmp_path / "chest.png")
+    scope: dict = {}
+    exec(compile(python_blocks()[1], "README.md", "exec"), scope)
+    out = capsys.readouterr().out
+    assert "Confidence:" in out
+    answer, follow_up = scope["answer"], scope["follow_up"]
+    assert len(answer.sub_questions) == 2 and 1 <= answer.rounds <= 2
+    assert any(step.tool == "segment_lungs_xray" for step in answer.trace)
+    assert follow_up.trace[0].details["turn"] == 2
