@@ -102,11 +102,28 @@ def load_vqa(path: str | Path, limit: int | None = None) -> list[EvalItem]:
             raise SourceFileError(f"{path}:{line_no}", f"image not found: {image}")
         items.append(
             EvalItem(str(row.get("qid", line_no)), row["question"], answer=str(row["answer"]),
-                     meta={"image": str(image), "answer_type": row.get("answer_type") or _answer_type(str(row["answer"]))})
+                     meta={"image": str(image), "answer_type": row.get("answer_type") or _answer_type(str(row["answer"])),
+                           "image_id": row.get("image_id"), "case_id": row.get("case_id"), "dataset": row.get("source")})
         )
     if not items:
         raise InputError(f"{path} holds no questions")
     return items[:limit] if limit else items
+
+
+def load_image_descriptions(path: str | Path) -> dict[str, str]:
+    """MedPix-style images.jsonl -> {image_id: "CT - noncontrast, Axial plane. <caption>"}.
+
+    The text a text-only model gets in place of the pixels. The caption was written by
+    the case author, who knew the diagnosis: it is an oracle description, not a reading.
+    """
+    path = Path(path)
+    out = {}
+    for line_no, row in iter_json_lines(_read_lines(path), path):
+        row = _require(row, ("image_id",), f"{path}:{line_no}")
+        head = ", ".join(str(row[k]) for k in ("modality", "plane") if row.get(k))
+        text = " ".join(part for part in (f"{head} image." if head else "", str(row.get("caption") or "").strip()) if part)
+        out[str(row["image_id"])] = " ".join(text.split())
+    return out
 
 
 def _answer_type(answer: str) -> str:

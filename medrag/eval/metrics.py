@@ -87,3 +87,87 @@ def paired_bootstrap_delta(a: Sequence[float], b: Sequence[float], *, samples: i
 
 def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+# -- visual question answering ---------------------------------------------------
+_ARTICLES = {"a", "an", "the"}
+_NEGATIONS = {"non", "not", "no"}
+_LEAD_IN = re.compile(r"^\s*(?:the\s+)?answer\s*(?:is|:)?\s*", re.I)
+
+
+def answer_tokens(text: str) -> list[str]:
+    """Lower-case word tokens without articles (SQuAD-style answer normalisation)."""
+    return [t for t in _tokens(text) if t not in _ARTICLES]
+
+
+def _contains(tokens: list[str], part: list[str]) -> bool:
+    n = len(part)
+    return bool(n) and any(tokens[i : i + n] == part for i in range(len(tokens) - n + 1))
+
+
+def closed_options(question: str, answer: str) -> list[str]:
+    """The alternatives a closed question offers, gold answer first; [] when they cannot be told.
+
+    Yes/no questions offer yes and no. "Is it X or Y?" questions offer the gold answer
+    and the same answer with the other alternative swapped in: "grey or white matter"
+    with gold "white matter" gives ["white matter", "grey matter"]; "contrast or
+    non-contrast" gives the gold with its negation added or removed.
+    """
+    gold = answer_tokens(answer)
+    if gold in (["yes"], ["no"]):
+        return [gold[0], "no" if gold == ["yes"] else "yes"]
+    q = _tokens(question)
+    if "or" not in q or not gold:
+        return []
+    at = q.index("or")
+    left = q[:at]
+    right = [t for t in q[at + 1 :]]
+    while right and right[0] in _ARTICLES:
+        right = right[1:]
+    if not left or not right:
+        return []
+    a, b = left[-1], right[0]
+    if b in _NEGATIONS or a in _NEGATIONS:  # "contrast or non-contrast CT"
+        other = [t for t in gold if t not in _NEGATIONS] if set(gold) & _NEGATIONS else ["non", *gold]
+    elif a in gold:
+        other = [b if t == a else t for t in gold]
+    elif b in gold:
+        other = [a if t == b else t for t in gold]
+    else:
+        return []
+    return [" ".join(gold), " ".join(other)] if other != gold else []
+
+
+def parse_closed(text: str, options: Sequence[str]) -> str | None:
+    """The option a free-text reply picks, or None (unparseable: counted wrong, never dropped).
+
+    A reply that starts with an option picks it ("No, there is none" -> no); otherwise
+    the one option it names, where a named option inside a longer named one does not
+    count ("non-contrast CT" names only "non contrast ct", not "contrast ct").
+    Naming two different options ("yes or no", "it could be grey matter or white matter") is unparseable.
+    """
+    tokens = answer_tokens(_LEAD_IN.sub("", text or ""))
+    opts = [(o, answer_tokens(o)) for o in options]
+    starting = [o for o, t in opts if t and tokens[: len(t)] == t]
+    if starting:
+        best = max(starting, key=lambda o: len(answer_tokens(o)))
+        return None if tokens[len(answer_tokens(best)) : len(answer_tokens(best)) + 1] == ["or"] else best  # "yes or no"
+    named = [(o, t) for o, t in opts if _contains(tokens, t)]
+    named = [(o, t) for o, t in named if not any(len(u) > len(t) and _contains(u, t) for _, u in named)]
+    return named[0][0] if len(named) == 1 else None
+
+
+def reference_answers(answer: str) -> list[str]:
+    """VQA-Med conventions: '#' separates alternative correct answers, '(...)' marks an optional part."""
+    refs = []
+    for alternative in (answer or "").split("#"):
+        refs.append(alternative.replace("(", " ").replace(")", " "))
+        refs.append(re.sub(r"\([^)]*\)", " ", alternative))
+    return list(dict.fromkeys(r.strip() for r in refs if r.strip()))
+
+
+def open_scores(prediction: str, answer: str) -> dict[str, float]:
+    """Token F1 and exact match (articles and punctuation ignored), best over the reference answers."""
+    pred = " ".join(answer_tokens(prediction))
+    refs = [" ".join(answer_tokens(r)) for r in reference_answers(answer)] or [""]
+    return {"open_f1": max(token_f1(pred, r) for r in refs), "open_em": max(exact_match(pred, r) for r in refs)}

@@ -1,11 +1,12 @@
 """Run an evaluation from a YAML run config and write a run folder.
 
     name: textbook-hybrid
-    task: retrieval            # retrieval | answer | mcq
+    task: retrieval            # retrieval | answer | mcq | vqa
     dataset: {kind: textbook, path: ../shared/data/textbook, limit: null}
     embedder: all-MiniLM-L6-v2
     modes: [bm25, dense, hybrid]   # retrieval only
-    llm: extractive            # mcq / answer: who writes the answer
+    llm: extractive            # answer / mcq / vqa: who writes the answer (a medrag.vlm spec)
+    vqa: {conditions: [...], image_input: auto}   # vqa only (see medrag.eval.vqa)
     seed: 0
 
 The run folder gets per_question.jsonl (appended as questions finish, so an
@@ -34,16 +35,25 @@ from medrag.storage import write_json
 
 
 class DatasetConfig(BaseModel):
-    kind: Literal["textbook", "mirage", "qrels"]
-    path: Path
+    kind: Literal["textbook", "mirage", "qrels", "vqa"]
+    path: Path  # vqa: the folder holding vqa.jsonl (in a data root with medpix/), or the .jsonl file
     limit: int | None = Field(None, ge=1)
     datasets: list[str] = ["pubmedqa", "bioasq"]  # mirage subsets
     corpus: list[Path] | None = None  # files to index (default: from the dataset kind)
+    descriptions: Path | None = None  # vqa: images.jsonl with captions (default: DATA_ROOT/medpix/images.jsonl)
+
+
+class VQAConfig(BaseModel):
+    conditions: list[str] = ["image_retrieval", "image", "retrieval_only", "question_only"]
+    image_input: Literal["auto", "pixels", "text"] = "auto"  # auto: pixels when the model accepts images
+    passages: int = Field(3, ge=1)  # similar-case passages per question
+    passage_chars: int = Field(400, ge=50)  # each passage cut to this many characters
+    max_new_tokens: int = Field(16, ge=1)
 
 
 class RunConfig(BaseModel):
     name: str
-    task: Literal["retrieval", "answer", "mcq"]
+    task: Literal["retrieval", "answer", "mcq", "vqa"]
     dataset: DatasetConfig
     embedder: str = "all-MiniLM-L6-v2"
     modes: list[Literal["bm25", "dense", "hybrid"]] = ["bm25", "dense", "hybrid"]
@@ -51,6 +61,7 @@ class RunConfig(BaseModel):
     llm: str = "extractive"
     seed: int = 0
     home: Path | None = None  # where indexes are built (default: RUN_DIR/home)
+    vqa: VQAConfig = VQAConfig()
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -69,6 +80,8 @@ def load_run_config(path: str | Path) -> RunConfig:
     config.dataset.path = (base / config.dataset.path).resolve()
     if config.dataset.corpus:
         config.dataset.corpus = [(base / p).resolve() for p in config.dataset.corpus]
+    if config.dataset.descriptions is not None:
+        config.dataset.descriptions = (base / config.dataset.descriptions).resolve()
     if config.home is not None:
         config.home = (base / config.home).resolve()
     return config
@@ -97,9 +110,28 @@ def _load_all(config: RunConfig) -> tuple[list[ds.EvalItem], list[Path]]:
     if d.kind == "mirage":
         items = ds.load_mirage(d.path, tuple(d.datasets))
         return items, d.corpus or [d.path / "corpus.jsonl"]
+    if d.kind == "vqa":
+        questions = d.path if d.path.is_file() else d.path / "vqa.jsonl"
+        root = questions.parent.parent  # the data root: image_file paths are relative to it
+        if d.descriptions is None:
+            d.descriptions = root / "medpix" / "images.jsonl"
+        cases = root / "medpix" / "cases.jsonl"
+        return ds.load_vqa(questions), d.corpus or ([cases] if cases.is_file() else [])
     if not d.corpus:
         raise ConfigError("a qrels dataset needs dataset.corpus: the files to index")
     return ds.load_qrels(d.path), d.corpus
+
+
+def record_mapping(kind: str):
+    """Which fields of a record corpus are id, text and title, per dataset kind (None: detected)."""
+    from medrag.ingest.records import RecordMapping
+
+    mappings = {
+        "mirage": RecordMapping("doc_id", ("text",), "title"),
+        # MedPix cases: what a radiologist would look up in similar prior cases
+        "vqa": RecordMapping("case_id", ("history", "findings", "case_diagnosis"), "title"),
+    }
+    return mappings.get(kind)
 
 
 def _item_key(row: dict) -> str:
@@ -131,14 +163,13 @@ class Run:
         from medrag.embed.text import make_embedder
         from medrag.index.text_index import IndexStore
         from medrag.ingest.pipeline import ingest
-        from medrag.ingest.records import RecordMapping
 
         settings = load_settings(home=str(self.config.home or self.out / "home"), progress=self.progress)
-        embedder = self._embedder or make_embedder(self.config.embedder, device=settings.device)
-        mapping = RecordMapping("doc_id", ("text",), "title") if self.config.dataset.kind == "mirage" else None
+        self._embedder = self._embedder or make_embedder(self.config.embedder, device=settings.device)
+        mapping = record_mapping(self.config.dataset.kind)
         name = f"eval-{self.config.dataset.kind}"
-        ingest(corpus, index_name=name, embedder=embedder, settings=settings, mapping=mapping)
-        return settings, embedder, IndexStore(settings.indexes_dir).open(name, embedder.info()), name
+        ingest(corpus, index_name=name, embedder=self._embedder, settings=settings, mapping=mapping)
+        return settings, self._embedder, IndexStore(settings.indexes_dir).open(name, self._embedder.info()), name
 
     def _llm_model(self):
         if self._llm is None and self.config.llm != "extractive":
@@ -154,12 +185,20 @@ class Run:
         random.seed(self.config.seed)
         items, corpus = load_items(self.config)
         done = self._done()
-        task = {"retrieval": self._retrieval, "answer": self._answer, "mcq": self._mcq}[self.config.task]
+        task = self._tasks()[self.config.task]
         task(items, corpus, done)
         rows = list(self._done().values())
         summary = summarise(self.config, rows, items)
+        summary["notes"] = list(dict.fromkeys(getattr(task, "notes", [])))
+        if getattr(task, "image_input", None):
+            summary["image_input"] = task.image_input  # vqa: pixels, or text descriptions for a text-only model
         write_outputs(self.out, summary, rows)
         return summary
+
+    def _tasks(self) -> dict[str, Any]:
+        from medrag.eval.vqa import VQATask
+
+        return {"retrieval": self._retrieval, "answer": self._answer, "mcq": self._mcq, "vqa": VQATask(self)}
 
     def _retrieval(self, items, corpus, done) -> None:
         from medrag.index.hybrid import HybridRetriever
@@ -175,35 +214,68 @@ class Run:
                 ms = 1000 * (time.perf_counter() - started)
                 keys = [f"{e.citation.source}#{e.citation.page}" if by_page else e.citation.locator.get("record_id", e.evidence_id) for e in evidence]
                 ranked = list(dict.fromkeys(keys))[: self.config.k]
-                self._append({"qid": item.qid, "condition": mode, **ranking_metrics(ranked, item.relevant), "latency_ms": round(ms, 2)})
+                self._append({"qid": item.qid, "condition": mode, "dataset": item.meta.get("dataset"),
+                              **ranking_metrics(ranked, item.relevant), "latency_ms": round(ms, 2)})
 
     def _answer(self, items, corpus, done) -> None:
-        """Answer with the agent; with the needed evidence present and removed (abstention check)."""
-        from medrag.agent.graph import Agent
+        """Answer with the agent, with the gold source in the index ("present") and removed from it ("removed").
+
+        Only the agent's public API is used: Agent.from_index(name, settings=, llm=) and
+        agent.ask(question). "removed" asks an index copy without the question's gold
+        source(s), so the agent cannot find the needed evidence and should abstain.
+        """
+        from medrag.eval.citations import sentence_citation_scores
 
         settings, embedder, index, name = self._index(corpus)
-        agent = Agent.from_index(name, settings=settings, embedder=embedder, llm=None if self.config.llm == "extractive" else self.config.llm)
-        sources = sorted({r.source for r in index.sources.values()})
+        chunks = index.chunks
+
+        def passage_text(citation) -> str | None:
+            chunk = chunks.get(getattr(citation, "chunk_id", None))
+            return chunk.text if chunk is not None else None
+
+        agents: dict[tuple[str, ...], Any] = {}
+        all_sources = {r.source for r in index.sources.values()}
         for condition in ("present", "removed"):
             for item in tqdm([it for it in items if f"{it.qid}|{condition}" not in done], desc=f"answer {condition}", disable=not self.progress):
-                gold_sources = {key.split("#")[0] for key in item.relevant}
-                where = None
-                if condition == "removed":
-                    others = [s for s in sources if s not in gold_sources]
-                    if not others:
-                        continue  # nothing is left to search once the gold source is gone
-                    where = {"source": others}
+                removed = tuple(sorted({key.split("#")[0] for key in item.relevant} & all_sources)) if condition == "removed" else ()
+                if condition == "removed" and (not removed or set(removed) == all_sources):
+                    continue  # nothing to remove, or nothing left to search once the gold source is gone
+                if removed not in agents:
+                    agents[removed] = self._agent(settings, embedder, name, removed)
                 started = time.perf_counter()
-                answer = agent.ask(item.question, where=where)
+                answer = agents[removed].ask(item.question)
                 ms = 1000 * (time.perf_counter() - started)
                 cited = [f"{c.source}#{c.page}" for c in answer.citations]
                 self._append({
                     "qid": item.qid, "condition": condition, "abstained": float(answer.abstained),
-                    "confidence": round(answer.confidence, 4),
+                    "confidence": round(float(answer.confidence), 4),
                     "citation_recall": float(any(c in item.relevant for c in cited)) if not answer.abstained else 0.0,
-                    "citation_precision": (sum(c in item.relevant for c in cited) / len(cited)) if cited else None,
+                    **sentence_citation_scores(answer, passage_text),
+                    "gold_citation_share": (sum(c in item.relevant for c in cited) / len(cited)) if cited else None,
+                    "answer_words": len((answer.text or "").split()),
                     "latency_ms": round(ms, 2),
                 })
+
+    def _agent(self, settings, embedder, name: str, removed: tuple[str, ...]):
+        """An agent over the eval index, or over a saved copy of it without the ``removed`` sources."""
+        import hashlib
+        import inspect
+
+        from medrag.agent.graph import Agent
+        from medrag.index.text_index import IndexStore
+
+        if removed:
+            store = IndexStore(settings.indexes_dir)
+            copy = store.open(name, embedder.info())
+            for source in removed:
+                copy.remove_source(source)
+            copy.name = f"{name}-without-{hashlib.sha1('|'.join(removed).encode()).hexdigest()[:10]}"
+            store.save(copy)
+            name = copy.name
+        kwargs: dict[str, Any] = {"settings": settings, "llm": None if self.config.llm == "extractive" else self.config.llm}
+        if "embedder" in inspect.signature(Agent.from_index).parameters:
+            kwargs["embedder"] = embedder  # reuse the loaded embedder where the API takes it
+        return Agent.from_index(name, **kwargs)
 
     def _mcq(self, items, corpus, done) -> None:
         llm = self._llm_model()
@@ -233,27 +305,39 @@ class Run:
 
 
 # -- summaries ---------------------------------------------------------------------
+TEXT_COLUMNS = {"qid", "condition", "dataset"}
+
+
+def _metrics(group: list[dict], seed: int) -> dict[str, Any]:
+    """Mean and bootstrap interval of every numeric column (rows may lack some); latency as p50/p95."""
+    metrics: dict[str, Any] = {}
+    keys = list(dict.fromkeys(k for r in group for k in r if k not in TEXT_COLUMNS))
+    for key in keys:
+        values = [r[key] for r in group if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+        if not values:
+            continue
+        if key == "latency_ms":
+            metrics["latency_p50_ms"] = round(percentile(values, 50), 2)
+            metrics["latency_p95_ms"] = round(percentile(values, 95), 2)
+            continue
+        low, high = bootstrap_ci(values, seed=seed)
+        metrics[key] = {"mean": round(sum(values) / len(values), 4), "ci95": [round(low, 4), round(high, 4)], "n": len(values)}
+    return metrics
+
+
 def summarise(config: RunConfig, rows: list[dict], items: list[ds.EvalItem]) -> dict[str, Any]:
     by_condition: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_condition[row.get("condition", "")].append(row)
-    conditions = {}
-    for condition, group in sorted(by_condition.items()):
-        metrics = {}
-        for key in group[0]:
-            if key in {"qid", "condition", "dataset"}:
-                continue
-            values = [r[key] for r in group if isinstance(r.get(key), (int, float))]
-            if not values:
-                continue
-            if key == "latency_ms":
-                metrics["latency_p50_ms"] = round(percentile(values, 50), 2)
-                metrics["latency_p95_ms"] = round(percentile(values, 95), 2)
-                continue
-            low, high = bootstrap_ci(values, seed=config.seed)
-            metrics[key] = {"mean": round(sum(values) / len(values), 4), "ci95": [round(low, 4), round(high, 4)], "n": len(values)}
-        conditions[condition] = metrics
+    conditions = {condition: _metrics(group, config.seed) for condition, group in sorted(by_condition.items())}
+    datasets = sorted({str(r["dataset"]) for r in rows if r.get("dataset")})
+    by_dataset = {}
+    if len(datasets) > 1:
+        for name in datasets:
+            by_dataset[name] = {c: _metrics([r for r in group if str(r.get("dataset")) == name], config.seed) for c, group in sorted(by_condition.items())}
     summary: dict[str, Any] = {"name": config.name, "task": config.task, "n_questions": len(items), "conditions": conditions}
+    if by_dataset:
+        summary["by_dataset"] = by_dataset
     if config.task == "mcq":
         letters = Counter(it.answer for it in items)
         summary["baselines"] = {
@@ -280,10 +364,26 @@ def write_outputs(out: Path, summary: dict[str, Any], rows: list[dict]) -> None:
     if "baselines" in summary:
         b = summary["baselines"]
         lines.append(f"- **baselines**: random {b['random']:.3f}; majority ('{b['majority_letter']}') {b['majority']:.3f}")
-    if "note" in summary:
-        lines += ["", summary["note"]]
+    for dataset, conditions in summary.get("by_dataset", {}).items():
+        lines += ["", f"## {dataset}"]
+        for condition, metrics in conditions.items():
+            cells = [f"{k} {v['mean']:.3f} (n={v['n']})" for k, v in metrics.items() if isinstance(v, dict)]
+            lines.append(f"- **{condition}**: " + "; ".join(cells))
+    notes = ([summary["note"]] if "note" in summary else []) + list(summary.get("notes", []))
+    if "image_input" in summary:
+        notes.append(f"image input: {summary['image_input']}")
+    if notes:
+        lines += [""] + [f"Note: {n}" for n in notes]
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot(out, summary)
+
+
+# task -> (file name, [(metric, axis label)]): one bar chart per metric, conditions and baselines side by side
+PLOTS = {
+    "mcq": ("accuracy.png", [("correct", "accuracy")]),
+    "answer": ("citations.png", [("citation_recall", "gold page cited"), ("citation_precision", "citation precision")]),
+    "vqa": ("vqa.png", [("closed_correct", "closed accuracy"), ("open_f1", "open token F1")]),
+}
 
 
 def plot(out: Path, summary: dict[str, Any]) -> None:
@@ -293,28 +393,32 @@ def plot(out: Path, summary: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     conditions = summary["conditions"]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
     if summary["task"] == "retrieval":
+        fig, ax = plt.subplots(figsize=(5, 3.5))
         for condition, metrics in conditions.items():
             ks = [k for k in (1, 5, 10) if f"recall@{k}" in metrics]
             ax.plot(ks, [metrics[f"recall@{k}"]["mean"] for k in ks], marker="o", label=condition)
         ax.set_xlabel("k")
         ax.set_ylabel("recall@k")
+        ax.set_ylim(0, 1.05)
         ax.legend()
+        ax.set_title(summary["name"])
         name = "recall_at_k.png"
     else:
-        key = {"mcq": "correct", "answer": "citation_recall"}[summary["task"]]
-        labels = [c for c in conditions if key in conditions[c]]
-        values = [conditions[c][key]["mean"] for c in labels]
-        for base, value in (summary.get("baselines") or {}).items():
-            if isinstance(value, float):
-                labels.append(base)
-                values.append(value)
-        ax.bar(labels, values)
-        ax.set_ylabel("accuracy" if key == "correct" else "gold page cited")
-        name = "accuracy.png" if key == "correct" else "citation_recall.png"
-    ax.set_ylim(0, 1.05)
-    ax.set_title(summary["name"])
+        name, metrics = PLOTS[summary["task"]]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
+        for ax, (key, label) in zip(axes[0], metrics):
+            labels = [c for c in conditions if key in conditions[c]]
+            values = [conditions[c][key]["mean"] for c in labels]
+            for base, value in (summary.get("baselines") or {}).items():
+                if isinstance(value, float) and key == "correct":
+                    labels.append(base)
+                    values.append(value)
+            ax.bar(labels, values)
+            ax.set_ylabel(label)
+            ax.set_ylim(0, 1.05)
+            ax.tick_params(axis="x", labelrotation=30)
+            ax.set_title(f"{summary['name']}: {label}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / name, dpi=100)
     plt.close(fig)

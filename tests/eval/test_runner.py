@@ -73,6 +73,9 @@ def test_answer_run_measures_citations_and_abstention_without_the_gold_book(tmp_
     assert removed["citation_recall"]["mean"] == 0.0  # the gold book is gone, so it cannot be cited
     assert removed["abstained"]["mean"] >= present["abstained"]["mean"]
     assert "latency_p50_ms" in present
+    # sentence-level citation precision: extractive sentences are quoted from the passages they cite
+    assert present["citation_precision"]["mean"] == 1.0 and present["sentence_support"]["mean"] == 1.0
+    assert "citations.png" in {p.name for p in (tmp_path / "run").iterdir()}
 
 
 def test_mcq_run_with_a_model_and_baselines(tmp_path: Path, textbook: Path) -> None:
