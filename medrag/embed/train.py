@@ -65,6 +65,22 @@ def _torch():
     return torch
 
 
+def conv_features(widths: Sequence[int]):
+    """The small CNN image tower shared by our dual encoder and our classifier: (layers, output width).
+
+    The first block downsamples by stride, the rest by pooling: cheap on CPU.
+    """
+    nn = _torch().nn
+    layers: list = []
+    prev = 3
+    for i, width in enumerate(widths):
+        layers += [nn.Conv2d(prev, width, 3, stride=2 if i == 0 else 1, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        if i > 0:
+            layers.append(nn.MaxPool2d(2))
+        prev = width
+    return nn.Sequential(*layers), prev
+
+
 def build_model(config: dict):
     """The dual encoder described by a config (random weights)."""
     torch = _torch()
@@ -73,15 +89,7 @@ def build_model(config: dict):
     class DualEncoder(nn.Module):
         def __init__(self, widths: Sequence[int], text_dim: int, embed_dim: int) -> None:
             super().__init__()
-            layers: list[nn.Module] = []
-            prev = 3
-            for i, width in enumerate(widths):
-                # The first block downsamples by stride, the rest by pooling: cheap on CPU.
-                layers += [nn.Conv2d(prev, width, 3, stride=2 if i == 0 else 1, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-                if i > 0:
-                    layers.append(nn.MaxPool2d(2))
-                prev = width
-            self.image_features = nn.Sequential(*layers)
+            self.image_features, prev = conv_features(widths)
             self.image_proj = nn.Linear(prev, embed_dim)
             self.text_proj = nn.Linear(text_dim, embed_dim)
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))

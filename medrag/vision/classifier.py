@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medrag.embed.image_text import GRAY_MEAN, GRAY_STD, resize_square, to_gray_array
+from medrag.embed.train import _torch, conv_features
 from medrag.errors import InputError, ModelUnavailable
 from medrag.storage import atomic_folder, iter_json_lines, read_json, utc_now, write_json
 
@@ -154,12 +155,6 @@ def view_transform(height: int, width: int, resize: int, image_size: int) -> tup
 # --- the model -----------------------------------------------------------------------
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
 def build_classifier(config: dict):
     """The CNN a config describes (random weights): conv blocks -> ``features``; mean pool -> ``head``."""
     torch = _torch()
@@ -168,14 +163,7 @@ def build_classifier(config: dict):
     class SmallCNN(nn.Module):
         def __init__(self, widths: Sequence[int], classes: int, dropout: float) -> None:
             super().__init__()
-            layers: list[nn.Module] = []
-            prev = 3
-            for i, width in enumerate(widths):
-                layers += [nn.Conv2d(prev, width, 3, stride=2 if i == 0 else 1, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-                if i > 0:
-                    layers.append(nn.MaxPool2d(2))
-                prev = width
-            self.features = nn.Sequential(*layers)
+            self.features, prev = conv_features(widths)
             self.dropout = nn.Dropout(dropout)
             self.head = nn.Linear(prev, classes)
 
