@@ -15,7 +15,6 @@ atomically on save, as text indexes are.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,9 +25,16 @@ import numpy as np
 from medrag.embed.base import EmbedderInfo
 from medrag.errors import IndexCorrupt, IndexMismatch, IndexNotFound, InputError
 from medrag.index.faiss_index import FaissIndex
+from medrag.index.folders import IndexFolders, validate_index_name
 from medrag.index.fusion import reciprocal_rank_fusion
-from medrag.index.text_index import validate_index_name
-from medrag.storage import atomic_folder, read_json, read_jsonl, recover_folder, remove_stale_temp, utc_now, write_json, write_jsonl
+from medrag.storage import (
+    atomic_folder,
+    read_json,
+    read_jsonl,
+    utc_now,
+    write_json,
+    write_jsonl,
+)
 from medrag.types import Citation, Evidence
 
 FORMAT = "medrag.image-index"
@@ -241,55 +247,13 @@ class ImageIndex:
         return index
 
 
-class ImageIndexStore:
+class ImageIndexStore(IndexFolders[ImageIndex]):
     """The named image indexes under one folder (``$MEDRAG_HOME/image-indexes``)."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
+    index_class = ImageIndex
+    what = "image index"
+    create_hint = "medrag ingest IMAGE_FOLDER --index {name} --embedder dual-encoder:MODEL_DIR"
 
     @classmethod
     def for_settings(cls, settings) -> "ImageIndexStore":
         return cls(settings.home / "image-indexes")
-
-    def path(self, name: str) -> Path:
-        return self.root / validate_index_name(name)
-
-    def exists(self, name: str) -> bool:
-        path = self.path(name)
-        recover_folder(path)
-        return (path / "manifest.json").is_file()
-
-    def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file() and not p.name.startswith("."))
-
-    def _require(self, name: str) -> None:
-        if not self.exists(name):
-            known = ", ".join(self.names()) or "none yet"
-            raise IndexNotFound(
-                f"unknown image index '{name}' in {self.root} (known: {known}); create it with: "
-                f"medrag ingest IMAGE_FOLDER --index {name} --embedder dual-encoder:MODEL_DIR"
-            )
-
-    def open(self, name: str, embedder_info: EmbedderInfo | None = None) -> ImageIndex:
-        self._require(name)
-        return ImageIndex.load(self.path(name), embedder_info)
-
-    def info(self, name: str) -> dict[str, Any]:
-        self._require(name)
-        try:
-            return read_json(self.path(name) / "manifest.json")
-        except (OSError, ValueError) as exc:
-            raise IndexCorrupt(f"unreadable manifest for image index '{name}': {exc}") from exc
-
-    def save(self, index: ImageIndex) -> Path:
-        target = self.path(index.name)
-        self.root.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp(target)
-        index.save(target)
-        return target
-
-    def delete(self, name: str) -> None:
-        self._require(name)
-        shutil.rmtree(self.path(name))

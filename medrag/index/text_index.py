@@ -15,9 +15,7 @@ never leaves a half-written index behind.
 from __future__ import annotations
 
 import json
-import re
-import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,24 +26,15 @@ import numpy as np
 from medrag.embed.base import EmbedderInfo, TextEmbedder
 from medrag.errors import IndexCorrupt, IndexMismatch, IndexNotFound, InputError
 from medrag.index.bm25 import BM25Index
-from medrag.index.faiss_index import FaissIndex
-from medrag.storage import atomic_folder, recover_folder, remove_stale_temp, write_json
+from medrag.index.folders import IndexFolders, validate_index_name
+from medrag.storage import atomic_folder, write_json
 from medrag.types import Chunk
 
 FORMAT = "medrag.text-index"
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 # Metadata copied into the vector/lexical indexes so searches can filter on it.
 FILTER_FIELDS = ("doc_id", "source", "page", "kind", "section", "figure", "record_id", "record_section", "year", "modality", "date")
-
-
-def validate_index_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise InputError(
-            f"invalid index name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
 
 
 def _now() -> str:
@@ -264,51 +253,12 @@ def lexical_text(chunk: Chunk) -> str:
     return f"{section}\n{chunk.text}" if section else chunk.text
 
 
-class IndexStore:
-    """The named indexes under one folder (``$MEDRAG_HOME/indexes``)."""
+class IndexStore(IndexFolders[TextIndex]):
+    """The named text indexes under one folder (``$MEDRAG_HOME/indexes``)."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
-
-    def path(self, name: str) -> Path:
-        return self.root / validate_index_name(name)
-
-    def exists(self, name: str) -> bool:
-        path = self.path(name)
-        recover_folder(path)  # a save killed between its two renames leaves only a backup
-        return (path / "manifest.json").is_file()
-
-    def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        for leftover in self.root.glob(".*.bak-*"):  # indexes whose save was killed mid-commit
-            recover_folder(self.root / leftover.name[1:].rsplit(".bak-", 1)[0])
-        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.json").is_file() and not p.name.startswith("."))
-
-    def _require(self, name: str) -> None:
-        if not self.exists(name):
-            known = ", ".join(self.names()) or "none yet"
-            raise IndexNotFound(
-                f"unknown index '{name}' in {self.root} (known: {known}); create it with: medrag ingest PATH --index {name}"
-            )
-
-    def open(self, name: str, embedder_info: EmbedderInfo | None = None) -> TextIndex:
-        self._require(name)
-        return TextIndex.load(self.path(name), embedder_info)
-
-    def info(self, name: str) -> dict[str, Any]:
-        self._require(name)
-        try:
-            return json.loads((self.path(name) / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise IndexCorrupt(f"unreadable manifest for index '{name}': {exc}") from exc
-
-    def save(self, index: TextIndex) -> Path:
-        target = self.path(index.name)
-        self.root.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp(target)
-        index.save(target)
-        return target
+    index_class = TextIndex
+    what = "index"
+    create_hint = "medrag ingest PATH --index {name}"
 
     def compact(self, name: str) -> dict[str, Any]:
         """Compact a saved index and write it back atomically (a crash leaves the previous version)."""
@@ -317,11 +267,3 @@ class IndexStore:
         report = index.compact()
         self.save(index)
         return report
-
-    def delete(self, name: str) -> None:
-        self._require(name)
-        shutil.rmtree(self.path(name))
-
-    def iter_manifests(self) -> Iterable[dict[str, Any]]:
-        for name in self.names():
-            yield self.info(name)
