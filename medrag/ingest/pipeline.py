@@ -117,16 +117,45 @@ class IngestReport:
         return ", ".join(parts) + f"; +{self.chunks_added} chunks ({self.total_chunks} in all) in {self.seconds:.1f}s"
 
 
-def embed_in_batches(embedder: TextEmbedder, texts: Sequence[str], batch_size: int = 64, progress=None) -> np.ndarray:
-    parts = []
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start : start + batch_size]
-        parts.append(embedder.embed_texts(batch))
-        if progress is not None:
-            progress.update(len(batch))
-    if not parts:
+EMBED_GROUP = 256  # texts per embedder call: few calls, and a progress step every few seconds
+EMBED_GROUP_CHUNKS = 2048  # chunks of whole files embedded together between checkpoints
+CHECKPOINT_SECONDS = 60.0  # save the index again after this much work: a crash loses at most about this much
+
+
+def file_groups(pending: Sequence, min_chunks: int) -> Iterable[list]:
+    """Consecutive groups of (doc, chunks, replaces) holding at least ``min_chunks`` chunks (the last may hold fewer)."""
+    group: list = []
+    count = 0
+    for entry in pending:
+        group.append(entry)
+        count += len(entry[1])
+        if count >= min_chunks:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group
+
+
+def embed_in_batches(embedder: TextEmbedder, texts: Sequence[str], batch_size: int = EMBED_GROUP, progress=None) -> np.ndarray:
+    """Embed texts longest first, ``batch_size`` per call; the vectors come back in input order.
+
+    Why sort: a model batch is padded to its longest text, so batching texts of similar length
+    (over all files of a run, not file by file) wastes the least work on padding, and few large
+    calls cost less than one small call per file (each call pays tokenizer and thread start-up).
+    """
+    if not texts:
         return np.zeros((0, embedder.dim), dtype=np.float32)
-    return np.concatenate(parts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    vectors: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        picked = order[start : start + batch_size]
+        part = np.asarray(embedder.embed_texts([texts[i] for i in picked]), dtype=np.float32)
+        if vectors is None:
+            vectors = np.empty((len(texts), part.shape[1]), dtype=np.float32)
+        vectors[picked] = part
+        if progress is not None:
+            progress.update(len(picked))
+    return vectors
 
 
 def add_chunks(
@@ -173,17 +202,21 @@ def source_record(doc: Document) -> SourceRecord:
     )
 
 
-def check_unique_ids(path: Path, doc: Document, chunks: Sequence[Chunk], index: TextIndex, pending) -> None:
-    """Refuse a file whose chunk ids (report ids, record ids) another source already uses: one would overwrite the other."""
-    ids = {c.chunk_id for c in chunks}
-    for other, other_chunks, _ in pending:
-        clash = ids.intersection(c.chunk_id for c in other_chunks)
-        if clash:
-            raise SourceFileError(path, f"duplicate id '{min(clash)}': {other.source} in this batch has it too")
-    for chunk_id in sorted(ids):
+def check_unique_ids(path: Path, doc: Document, chunks: Sequence[Chunk], index: TextIndex, claimed: dict[str, str]) -> None:
+    """Refuse a file whose chunk ids (report ids, record ids) another source already uses: one would overwrite the other.
+
+    ``claimed`` maps the chunk ids of the files accepted so far in this run to their source
+    (a dict, so checking many small files stays linear); this file's ids are added to it.
+    """
+    ids = sorted({c.chunk_id for c in chunks})
+    clash = [cid for cid in ids if cid in claimed]
+    if clash:
+        raise SourceFileError(path, f"duplicate id '{clash[0]}': {claimed[clash[0]]} in this batch has it too")
+    for chunk_id in ids:
         existing = index.chunks.get(chunk_id)
         if existing is not None and existing.source != doc.source:
             raise SourceFileError(path, f"duplicate id '{chunk_id}': already in index '{index.name}' from {existing.source}")
+    claimed.update(dict.fromkeys(ids, doc.source))
 
 
 def ingest(
@@ -197,8 +230,14 @@ def ingest(
     mapping=None,
     vector_store: str = "faiss",
     store_uri: str | None = None,
+    checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
 ) -> IngestReport:
     """Ingest files into the named index under ``settings.home`` and save it atomically.
+
+    Files are parsed first (nothing is written while parsing), then embedded in groups of whole
+    files; after a group, the index is saved again when ``checkpoint_seconds`` have passed since
+    the last save, so a crash loses at most that much embedding work (a re-run skips what was
+    saved, by content hash). ``None`` saves only at the end.
 
     ``mapping`` (a RecordMapping) says which fields of JSONL/CSV records are id, title and text.
     Image files and image folders (PNG/JPEG/DICOM, images.jsonl sidecar) go to the image index
@@ -219,36 +258,47 @@ def ingest(
     report = IngestReport(index=index.name)
 
     # Pass 1: hash and parse everything; nothing is written yet.
+    # Sets built once: looking each file up in the index's source list would be quadratic in files.
+    known_hashes = {r.content_hash for r in index.sources.values()}
+    known_sources = {r.source for r in index.sources.values()}
+    claimed: dict[str, str] = {}
     pending: list[tuple[Document, list[Chunk], bool]] = []
     for path in tqdm(collect_files(paths), desc="reading", unit="file", disable=not show):
         try:
-            content_hash = file_sha256(path)
-            if index.has_content(content_hash):
+            if file_sha256(path) in known_hashes:
                 report.unchanged.append(path.name)
                 continue
             doc = read_source(path, settings, **({"mapping": mapping} if mapping is not None else {}))
-            if index.has_content(doc.content_hash):  # readers that hash file + options (records)
+            if doc.content_hash in known_hashes:  # readers that hash file + options (records)
                 report.unchanged.append(path.name)
                 continue
             chunks = chunk_for(doc, settings)
-            check_unique_ids(path, doc, chunks, index, pending)
+            check_unique_ids(path, doc, chunks, index, claimed)
         except MedragError as exc:
             if not skip_bad:
                 raise
             log.warning("skipping %s: %s", path, exc)
             report.failed.append((str(path), str(exc)))
             continue
-        replaces = any(r.source == doc.source for r in index.sources.values())
         attach_thumbnails(doc, chunks)
-        pending.append((doc, chunks, replaces))
+        pending.append((doc, chunks, doc.source in known_sources))
 
-    # Pass 2: embed and add.
+    # Pass 2: embed groups of whole files together (longest first, large batches), add, checkpoint.
     total = sum(len(chunks) for _, chunks, _ in pending)
+    last_save = time.perf_counter()
     with tqdm(total=total, desc="embedding", unit="chunk", disable=not show or total == 0) as bar:
-        for doc, chunks, replaces in pending:
-            add_chunks(index, source_record(doc), chunks, embedder, progress=bar)
-            (report.replaced if replaces else report.added).append(doc.source)
-            report.chunks_added += len(chunks)
+        for group in file_groups(pending, EMBED_GROUP_CHUNKS):
+            texts = [embedding_text(c) for _, chunks, _ in group for c in chunks]
+            vectors = embed_in_batches(embedder, texts, progress=bar)
+            start = 0
+            for doc, chunks, replaces in group:
+                index.add_document_chunks(source_record(doc), chunks, vectors[start : start + len(chunks)])
+                start += len(chunks)
+                (report.replaced if replaces else report.added).append(doc.source)
+                report.chunks_added += len(chunks)
+            if checkpoint_seconds is not None and time.perf_counter() - last_save >= checkpoint_seconds:
+                store.save(index)
+                last_save = time.perf_counter()
 
     if pending:
         store.save(index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pymupdf
 import pytest
 
@@ -299,3 +300,99 @@ def test_invalid_index_name_is_refused_before_reading(tmp_path: Path, settings, 
         run([write_medical_pdf(tmp_path / "anatomy.pdf")], settings, embedder, index_name="../escape")
     assert not (settings.home / "escape").exists()
     assert not store.root.exists() or list(store.root.iterdir()) == []
+
+
+class _RecordingEmbedder(HashingEmbedder):
+    """Remembers the texts of each embed call."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=64)
+        self.batches: list[list[str]] = []
+
+    def embed_texts(self, texts):
+        self.batches.append(list(texts))
+        return super().embed_texts(texts)
+
+
+def test_embed_in_batches_sends_longest_first_and_returns_input_order() -> None:
+    from medrag.ingest.pipeline import embed_in_batches
+
+    embedder = _RecordingEmbedder()
+    texts = ["bb", "a", "dddd", "ccc", "eeeee"]
+    vectors = embed_in_batches(embedder, texts, batch_size=2)
+
+    assert embedder.batches == [["eeeee", "dddd"], ["ccc", "bb"], ["a"]]
+    assert np.allclose(vectors, HashingEmbedder(dim=64).embed_texts(texts))
+    assert embed_in_batches(embedder, [], batch_size=2).shape == (0, 64)
+
+
+def test_chunks_of_all_files_are_embedded_together_and_stored_with_their_own_vectors(tmp_path: Path, settings, store) -> None:
+    from medrag.index.text_index import embedding_text
+
+    embedder = _RecordingEmbedder()
+    first = write_medical_pdf(tmp_path / "a.pdf")
+    second = write_medical_pdf(tmp_path / "b.pdf", ("heart",), title="Heart")
+    report = run([first, second], settings, embedder)
+
+    assert report.added == ["a.pdf", "b.pdf"] and report.chunks_added == 7
+    assert len(embedder.batches) == 1 and len(embedder.batches[0]) == 7  # one call for both files
+    index = store.open("notes", embedder.info())
+    for chunk in index.chunks.values():  # each chunk's stored vector is the one of its own text
+        (hit, *_), = index.dense.search(HashingEmbedder(dim=64).embed_texts([embedding_text(chunk)]), 1)
+        # (the two files share the heart page, so the best hit may be the other file's identical chunk)
+        assert embedding_text(index.chunks[hit.id]) == embedding_text(chunk) and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_duplicate_id_in_one_batch_names_the_file_that_has_it(tmp_path: Path, settings, embedder) -> None:
+    rows = '{"report_id": "R1", "findings": "clear lungs"}\n'
+    (tmp_path / "a.jsonl").write_text(rows, encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(rows.replace("clear", "hazy"), encoding="utf-8")
+    with pytest.raises(SourceFileError, match="duplicate id 'R1': a.jsonl in this batch has it too"):
+        run([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], settings, embedder)
+
+
+class _FailsOnCall(HashingEmbedder):
+    """Embeds normally until its ``fail_on``-th call, which raises: a crash midway through a run."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__(dim=64)
+        self.calls = 0
+        self.fail_on = fail_on
+
+    def embed_texts(self, texts):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("killed mid-run")
+        return super().embed_texts(texts)
+
+
+def test_a_crash_midway_keeps_the_groups_checkpointed_before_it_and_a_rerun_does_only_the_rest(
+    tmp_path: Path, settings, store, monkeypatch
+) -> None:
+    import medrag.ingest.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "EMBED_GROUP_CHUNKS", 1)  # one file per group
+    monkeypatch.setattr(pipeline, "EMBED_GROUP", 1000)  # one embedder call per group
+    pdfs = [write_medical_pdf(tmp_path / f"{name}.pdf", ("heart",), title=name) for name in ("a", "b", "c")]
+    with pytest.raises(RuntimeError, match="killed mid-run"):
+        ingest([str(p) for p in pdfs], index_name="notes", embedder=_FailsOnCall(fail_on=3), settings=settings,
+               checkpoint_seconds=0)
+    saved = store.open("notes")
+    assert sorted(r.source for r in saved.sources.values()) == ["a.pdf", "b.pdf"]  # the third file was in progress
+    assert len(saved.dense) == len(saved.chunks)
+
+    again = ingest([str(p) for p in pdfs], index_name="notes", embedder=HashingEmbedder(dim=64), settings=settings)
+    assert sorted(again.unchanged) == ["a.pdf", "b.pdf"] and again.added == ["c.pdf"]
+    index = store.open("notes")
+    assert len(index.dense) == len(index.chunks) == again.total_chunks
+
+
+def test_without_checkpoints_a_crash_leaves_no_index(tmp_path: Path, settings, store, monkeypatch) -> None:
+    import medrag.ingest.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "EMBED_GROUP_CHUNKS", 1)
+    pdfs = [write_medical_pdf(tmp_path / f"{name}.pdf", ("heart",), title=name) for name in ("a", "b")]
+    with pytest.raises(RuntimeError):
+        ingest([str(p) for p in pdfs], index_name="notes", embedder=_FailsOnCall(fail_on=2), settings=settings,
+               checkpoint_seconds=None)
+    assert store.names() == []
