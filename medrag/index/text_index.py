@@ -109,6 +109,8 @@ class TextIndex:
                 self.chunks[chunk.chunk_id] = chunk
         record.chunk_ids = ids
         self.sources[record.doc_id] = record
+        self._docs_of_source().setdefault(record.source, set()).add(record.doc_id)
+        self._docs_of_hash().setdefault(record.content_hash, set()).add(record.doc_id)
         self.updated = _now()
 
     def check_embedder(self, embedder: TextEmbedder) -> None:
@@ -119,6 +121,8 @@ class TextIndex:
         record = self.sources.pop(doc_id, None)
         if record is None:
             return 0
+        self._docs_of_source().get(record.source, set()).discard(doc_id)
+        self._docs_of_hash().get(record.content_hash, set()).discard(doc_id)
         self.dense.delete(record.chunk_ids)
         self.lexical.delete(record.chunk_ids)
         for cid in record.chunk_ids:
@@ -128,7 +132,7 @@ class TextIndex:
 
     def remove_source(self, source: str) -> int:
         removed = 0
-        for doc_id in [d for d, r in self.sources.items() if r.source == source]:
+        for doc_id in sorted(self._docs_of_source().get(source, ())):
             removed += self.remove_doc(doc_id)
         return removed
 
@@ -144,7 +148,23 @@ class TextIndex:
         return report
 
     def has_content(self, content_hash: str) -> bool:
-        return any(r.content_hash == content_hash for r in self.sources.values())
+        return bool(self._docs_of_hash().get(content_hash))
+
+    # Lookups from source name / content hash to doc ids, kept beside ``sources`` so that adding
+    # many files stays linear (a scan of every source per file is quadratic: hours at 100k reports).
+    def _docs_of_source(self) -> dict[str, set[str]]:
+        if getattr(self, "_by_source", None) is None:
+            self._by_source: dict[str, set[str]] = {}
+            for doc_id, r in self.sources.items():
+                self._by_source.setdefault(r.source, set()).add(doc_id)
+        return self._by_source
+
+    def _docs_of_hash(self) -> dict[str, set[str]]:
+        if getattr(self, "_by_hash", None) is None:
+            self._by_hash: dict[str, set[str]] = {}
+            for doc_id, r in self.sources.items():
+                self._by_hash.setdefault(r.content_hash, set()).add(doc_id)
+        return self._by_hash
 
     # -- persistence ---------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -314,3 +314,29 @@ def test_failed_save_leaves_previous_folder_intact(tmp_path: Path, anatomy: Text
         anatomy.save(target)
     assert tree_digest(target) == before
     assert len(TextIndex.load(target)) == 6
+
+
+def test_source_and_hash_lookups_follow_adds_replacements_and_removals(tmp_path) -> None:
+    """has_content / remove_source use lookups kept beside ``sources``; they must agree with it after every change."""
+    from medrag.index.text_index import SourceRecord, TextIndex
+    from medrag.testing.fakes import HashingEmbedder
+    from medrag.types import Chunk
+
+    embedder = HashingEmbedder(dim=32)
+    index = TextIndex("lookups", embedder.info())
+
+    def add(doc_id: str, source: str, content_hash: str) -> None:
+        chunks = [Chunk(chunk_id=f"{doc_id}:0", doc_id=doc_id, text=f"text of {doc_id}", source=source, title=source)]
+        record = SourceRecord(source=source, doc_id=doc_id, content_hash=content_hash, title=source, kind="txt", pages=1)
+        index.add_document_chunks(record, chunks, embedder.embed_texts([c.text for c in chunks]))
+
+    add("d1", "a.txt", "h1")
+    add("d2", "b.txt", "h2")
+    assert index.has_content("h1") and index.has_content("h2")
+    add("d3", "a.txt", "h3")  # a.txt changed: its old version goes
+    assert sorted(index.sources) == ["d2", "d3"] and not index.has_content("h1") and index.has_content("h3")
+    assert index.remove_source("b.txt") == 1 and not index.has_content("h2")
+    index.save(tmp_path / "lookups")
+    reloaded = TextIndex.load(tmp_path / "lookups")
+    assert reloaded.has_content("h3") and not reloaded.has_content("h2")
+    assert reloaded.remove_source("a.txt") == 1 and reloaded.sources == {}
