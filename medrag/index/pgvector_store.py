@@ -258,9 +258,13 @@ class PgvectorStore:
         k = external.check_k(k)
         q = external.as_matrix(vectors, self._dim, what="query vectors", allow_1d=True)
         condition, params = filter_sql(where)
+        # An HNSW index can only serve ORDER BY <distance> alone: a second sort key (id, for
+        # deterministic ties) makes PostgreSQL sort the whole table, i.e. an exact scan. So the
+        # HNSW path orders by distance only and breaks ties by id in Python.
+        tie = "" if self.index_type == "hnsw" else ", id"
         sql = (
             f"SELECT id, -(embedding <#> %s::vector) AS score, metadata FROM {self.table} "
-            f"WHERE {condition} ORDER BY embedding <#> %s::vector, id LIMIT %s"
+            f"WHERE {condition} ORDER BY embedding <#> %s::vector{tie} LIMIT %s"
         )
         results = []
         with self._conn.transaction():
@@ -275,6 +279,8 @@ class PgvectorStore:
                     self._conn.execute("SET LOCAL enable_indexscan = off")
                     rows = self._conn.execute(sql, [text, *params, text, k]).fetchall()
                     self._conn.execute("SET LOCAL enable_indexscan = on")
+                if tie == "":
+                    rows.sort(key=lambda r: (-r[1], r[0]))
                 results.append([Hit(id=r[0], score=float(r[1]), metadata=r[2]) for r in rows])
         return results
 

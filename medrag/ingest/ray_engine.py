@@ -141,6 +141,7 @@ def ingest_ray(
 
     written = 0
     if todo:
+        cpus_per_worker = _actor_cpus(workers, cpus_per_worker, float(ray.cluster_resources().get("CPU", 0)))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = bool(show)
         ds = (
@@ -181,6 +182,20 @@ def ingest_ray(
     report.total_chunks = len(index)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _actor_cpus(workers: int, cpus_per_worker: float, cluster_cpus: float) -> float:
+    """CPUs each embedding actor reserves, leaving one CPU for the parse tasks.
+
+    The actor pool starts first; if its actors reserved every CPU of the cluster (``--workers 2`` on
+    a 2-CPU machine), the parse tasks (1 CPU each) could never be scheduled and the run would wait
+    forever. So the actors share what is left after one CPU (at least 0.1 each).
+    """
+    if cluster_cpus >= 2 and workers * cpus_per_worker > cluster_cpus - 1:
+        fitted = max(0.1, (cluster_cpus - 1) / workers)
+        log.warning("%d workers x %.2g CPUs would leave no CPU for parsing on this %g-CPU cluster: each reserves %.2g", workers, cpus_per_worker, cluster_cpus, fitted)
+        return fitted
+    return cpus_per_worker
 
 
 def _add_file(index, rows: list[dict[str, Any]], report: IngestReport) -> None:

@@ -167,3 +167,14 @@ def test_worker_killed_mid_ingest_loses_and_duplicates_nothing(ray_session, pdfs
     index = IndexStore(settings.indexes_dir).open("survivor")
     assert sorted(index.chunks) == sorted(IndexStore(settings.indexes_dir).open("reference").chunks)
     assert len(index.dense) == len(index.chunks)
+
+
+def test_embedding_actors_leave_one_cpu_for_parsing():
+    """Actors reserving every CPU would starve the parse tasks and hang the run (2 workers on 2 CPUs)."""
+    from medrag.ingest.ray_engine import _actor_cpus
+
+    assert _actor_cpus(2, 1.0, 2.0) == pytest.approx(0.5)
+    assert _actor_cpus(1, 1.0, 2.0) == 1.0
+    assert _actor_cpus(2, 1.0, 8.0) == 1.0
+    assert _actor_cpus(20, 1.0, 2.0) == pytest.approx(0.1)
+    assert _actor_cpus(2, 1.0, 0.0) == 1.0  # unknown cluster size: as asked
