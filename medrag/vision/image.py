@@ -106,10 +106,11 @@ def load_image(
         img.modality = modality
         img.metadata["modality_source"] = "argument"
     elif img.modality == "unknown" and not is_dicom:
-        from medrag.vision.modality import guess_modality
+        from medrag.vision.modality import MODEL_REASON, detect_modality
 
-        img.modality, img.metadata["modality_reason"] = guess_modality(img)
-        img.metadata["modality_source"] = "guess"
+        img.modality, img.metadata["modality_reason"] = detect_modality(img)
+        # "classifier" when a configured trained model decided, "guess" when the rules did
+        img.metadata["modality_source"] = "classifier" if img.metadata["modality_reason"].startswith(MODEL_REASON) else "guess"
     if body_part is not None:
         img.body_part = normalise_body_part(body_part)
     return img
@@ -197,7 +198,11 @@ def _load_dicom(data: bytes, source: str, *, frame: int, window, max_pixels: int
     try:
         arr = ds.pixel_array
     except Exception as exc:
-        raise InputError(f"{source}: cannot decode DICOM pixel data ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"{source}: cannot decode DICOM pixel data ({type(exc).__name__}: {exc}); check that SamplesPerPixel "
+            f"({ds.get('SamplesPerPixel')}), PhotometricInterpretation ({ds.get('PhotometricInterpretation')}) and the "
+            "bit depth match the pixel data, and that compressed data has its decoder installed"
+        ) from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames > 1:

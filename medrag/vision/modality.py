@@ -1,25 +1,36 @@
-"""A small, honest modality guess for images without a DICOM tag or a caller's word.
+"""Modality detection for images without a DICOM tag or a caller's word: rules, or a trained classifier.
 
-Rules (measured on the shared data: chest X-ray PNG/JPEG vs MedPix CT/MR PNGs):
+``detect_modality`` is what ``load_image`` (and so the agent's intake) uses: the trained
+classifier when one is configured (``$MEDRAG_MODALITY_MODEL``, else
+``$MEDRAG_HOME/models/modality``) and confident, else the rules of ``guess_modality``.
+
+Rules (measured on the shared data: 11 chest/limb radiographs vs 763 MedPix CT/MR PNGs):
 - colour (channels differ) -> "photo" (fundus, dermatology, endoscopy photographs);
 - grey with a large near-black background (> 20% of pixels within 4% of the minimum)
   -> "unknown": that is the look of a CT or MR slice, and the two cannot be told
-  apart from grey levels alone (about 80% of MedPix CT and 70% of MR slices fall here);
-- other grey images -> "xray" (all chest radiographs in the shared data; 0-13% dark).
+  apart from grey levels alone;
+- grey, little background, but dark overall (mean < 0.33) or with many mostly-dark rows
+  (>= 20%) -> "unknown": a zoomed or cropped slice, not the even exposure of a film;
+- other grey images -> "xray" (all 11 radiographs; 77 of the 763 MedPix CT/MR PNGs (10%)
+  still land here, against 181 (24%) with the first two rules alone).
 
-Limits: a grey crop of a photograph, a CT/MR slice with little background, a
-scout view or an ultrasound will be called "xray"; colour-rendered radiology
-(overlays, PET fusion) will be called "photo". Pass ``modality=`` (or use DICOM)
-whenever the caller knows better.
+Limits: a grey crop of a photograph, a bright zoomed CT/MR crop, a scout view or an
+ultrasound can still be called "xray"; colour-rendered radiology (overlays, PET fusion)
+is called "photo". Pass ``modality=`` (or use DICOM) whenever the caller knows better,
+or train a classifier (``medrag images train-modality``) and save it where
+``detect_modality`` looks.
 
-``ModalityClassifier`` is the trained alternative (modality and plane from image
-statistics, fitted on labelled images such as MedPix CT/MR); image search uses it to
-route a query image to the cases of its own modality.
+``ModalityClassifier`` is the trained alternative: modality and plane by multinomial
+logistic regression on image statistics (and, optionally, an image embedder's vectors),
+its L2 strength picked by cross-validation over training cases; image search uses it
+to route a query image to the cases of its own modality.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,56 +43,183 @@ log = logging.getLogger(__name__)
 
 DARK_BACKGROUND_FRACTION = 0.20
 COLOUR_MEAN_DIFFERENCE = 6.0  # grey levels (0-255) between channels
+FILM_MIN_MEAN = 0.33  # radiographs in the shared data: mean grey 0.34-0.75; CT/MR slices: median 0.23
+FILM_MAX_DARK_ROWS = 0.20  # radiographs: at most 12% of rows mostly dark (a cartoon film in the tests: 17%); zoomed slices often more
+MODEL_ENV = "MEDRAG_MODALITY_MODEL"
+MODEL_MIN_CONFIDENCE = 0.6
+MODEL_REASON = "trained classifier"  # how a reason from the classifier starts
 
 
 def guess_modality(image) -> tuple[str, str]:
-    """(modality, reason) for a MedicalImage loaded from PNG/JPEG/TIFF."""
+    """(modality, reason) for a MedicalImage loaded from PNG/JPEG/TIFF, by rules (no model)."""
     rgb = np.asarray(image.display, dtype=np.float32)
     spread = float(np.mean(np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])) / 2)
     if spread > COLOUR_MEAN_DIFFERENCE:
         return "photo", f"colour image (mean channel difference {spread:.1f} grey levels)"
-    grey = rgb.mean(axis=2)
-    low = grey.min() + 0.04 * 255
+    grey = rgb.mean(axis=2) / 255.0
+    low = grey.min() + 0.04
     dark = float(np.mean(grey <= low))
     if dark > DARK_BACKGROUND_FRACTION:
         return "unknown", f"grey with {dark:.0%} near-black background: looks cross-sectional (CT or MR), cannot tell which"
-    return "xray", f"grey image without a large black background ({dark:.0%} near-black): radiograph-like"
+    mean = float(grey.mean())
+    dark_rows = float(np.mean(np.mean(grey <= 0.1, axis=1) > 0.5))
+    if mean < FILM_MIN_MEAN or dark_rows >= FILM_MAX_DARK_ROWS:
+        return "unknown", (f"grey with little background but dark (mean {mean:.2f}, {dark_rows:.0%} mostly-dark rows): "
+                           "more like a cropped CT or MR slice than a radiograph; cannot tell which")
+    return "xray", f"grey, evenly exposed, without a large black background ({dark:.0%} near-black, mean {mean:.2f}): radiograph-like"
+
+
+def configured_model_folder() -> Path | None:
+    """The trained classifier ``detect_modality`` uses: $MEDRAG_MODALITY_MODEL, else $MEDRAG_HOME/models/modality (if saved)."""
+    named = os.environ.get(MODEL_ENV)
+    if named:
+        return Path(named).expanduser()
+    from medrag.config import DEFAULT_HOME
+
+    home = Path(os.environ.get("MEDRAG_HOME") or DEFAULT_HOME).expanduser()
+    folder = home / "models" / "modality"
+    return folder if (folder / "config.json").is_file() else None
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_classifier(folder: str, mtime: float) -> ModalityClassifier:
+    return ModalityClassifier(folder)  # mtime in the key: a retrained folder is reloaded
+
+
+def detect_modality(image, model_folder: str | Path | None = None) -> tuple[str, str]:
+    """(modality, reason): a trained classifier's answer when one is configured and confident, else the rules.
+
+    A classifier trained on an image embedder's vectors cannot run here (intake has no
+    embedder); it is skipped with a log line and the rules answer.
+    """
+    folder = Path(model_folder) if model_folder else configured_model_folder()
+    if folder is not None:
+        try:
+            classifier = _cached_classifier(str(folder), (folder / "config.json").stat().st_mtime)
+            if classifier.config["features"].get("embedder"):
+                raise ModelUnavailable(f"{folder} needs an image embedder's vectors")
+            rules = guess_modality(image)
+            if rules[0] == "photo" and "photo" not in classifier.modalities:
+                return rules  # colour is a reliable rule; a model never shown photographs cannot overrule it
+            prediction = classifier.predict(image)
+        except (ModelUnavailable, OSError) as exc:
+            log.warning("modality classifier %s not used: %s", folder, exc)
+        else:
+            if prediction.confidence >= MODEL_MIN_CONFIDENCE:
+                return prediction.modality, f"{MODEL_REASON} {folder.name}: {prediction.modality} (p={prediction.confidence:.2f})"
+            modality, reason = rules
+            return modality, f"{reason}; the trained classifier was unsure ({prediction.modality} p={prediction.confidence:.2f})"
+    return guess_modality(image)
 
 
 # --- a trained classifier: modality and plane from image statistics ------------------------
 
 CLASSIFIER_KIND = "medrag.modality-classifier"
-CLASSIFIER_VERSION = 1
+CLASSIFIER_VERSION = 2
+STATISTICS = "image_statistics_v2"
 HISTOGRAM_BINS = 32
-THUMBNAIL = 24
+THUMBNAIL = 16
+MAX_SIDE = 512  # statistics are measured on the image shrunk to at most this side: bounded cost, same look
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+CV_FOLDS = 5
 
 
-def image_statistics(image) -> np.ndarray:
-    """Features of one image (PIL image or MedicalImage) that tell modalities and planes apart.
+def _gray_u8(image) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """(grey uint8 array at most MAX_SIDE a side, colour spread 0-1, original (width, height))."""
+    from PIL import Image
 
-    A 32-bin grey-level histogram and its cumulative sum (CT windows saturate bone and air,
-    MR spreads), edge strength along x and y and of a Laplacian (noise texture), aspect
-    ratio, mean and spread, and a mean-centred 24x24 thumbnail (body outline: an axial
-    slice is round, a sagittal one tall). Colour is measured too (channel spread), so
-    photographs separate from grey scans.
-    """
-    from medrag.embed.image_text import resize_square, to_gray_array
+    from medrag.embed.image_text import to_gray_array
 
     pil = image.display if hasattr(image, "display") else image
-    gray = to_gray_array(pil)
+    size = pil.size
     if pil.mode in ("RGB", "RGBA", "P"):
         rgb = np.asarray(pil.convert("RGB"), dtype=np.float32) / 255.0
         colour = float(np.mean(np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])) / 2)
     else:
         colour = 0.0
-    hist = np.histogram(gray, bins=HISTOGRAM_BINS, range=(0.0, 1.0))[0] / gray.size
-    square = resize_square(gray, 64)
-    laplacian = np.abs(4 * square[1:-1, 1:-1] - square[:-2, 1:-1] - square[2:, 1:-1] - square[1:-1, :-2] - square[1:-1, 2:]).mean()
-    thumb = resize_square(gray, THUMBNAIL).ravel()
-    height, width = gray.shape
-    scalars = [np.abs(np.diff(gray, axis=1)).mean(), np.abs(np.diff(gray, axis=0)).mean(), laplacian, width / height,
-               gray.mean(), gray.std(), colour]
-    return np.concatenate([thumb - thumb.mean(), hist, np.cumsum(hist), scalars]).astype(np.float32)
+    gray = Image.fromarray((to_gray_array(pil) * 255.0).round().astype(np.uint8), "L")
+    if max(gray.size) > MAX_SIDE:
+        scale = MAX_SIDE / max(gray.size)
+        gray = gray.resize((max(2, round(gray.width * scale)), max(2, round(gray.height * scale))), Image.BILINEAR)
+    return np.asarray(gray), colour, size
+
+
+def _square(gray: np.ndarray, n: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(gray).resize((n, n), Image.BILINEAR), dtype=np.float32) / 255.0
+
+
+def _spread(values: np.ndarray) -> list[float]:
+    return [float(values.mean()), float(np.median(values)), float(np.percentile(values, 90))] if values.size > 10 else [0.0, 0.0, 0.0]
+
+
+def image_statistics(image) -> np.ndarray:
+    """Features of one image (PIL image or MedicalImage) that tell modalities and planes apart.
+
+    Grey levels: a 32-bin histogram and its cumulative sum, percentiles, the share of pure
+    black / saturated / background pixels (CT windows clip air to 0 and bone to 255; MR
+    backgrounds are noisy), the histogram and moments of the foreground. Layout: border
+    and corner means, mostly-dark rows and columns, log aspect and size, a mean-centred
+    16x16 thumbnail (an axial slice is round, a sagittal one tall). Texture: gradient and
+    Laplacian statistics at three scales (noise grain differs between CT and MR), local
+    binary patterns and grey-level co-occurrence properties. Last: colour (channel spread),
+    so photographs separate from grey scans.
+    """
+    from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+
+    g, colour, (width, height) = _gray_u8(image)
+    x = g.astype(np.float32) / 255.0
+    lo, hi = float(x.min()), float(x.max())
+    hist = np.histogram(x, bins=HISTOGRAM_BINS, range=(0.0, 1.0))[0] / x.size
+    parts = [hist, np.cumsum(hist), np.percentile(x, [1, 5, 10, 25, 50, 75, 90, 95, 99])]
+    dark = x <= lo + 0.04
+    dark_values = x[dark]
+    parts.append([np.mean(x <= lo + 0.01), dark.mean(), np.mean(x <= 0.1), np.mean(x >= 0.98), np.mean(x >= hi - 0.01),
+                  np.mean(g == 0), np.mean(g == 255), lo, hi, dark_values.std() if dark_values.size else 0.0,
+                  len(np.unique(g)) / 256, len(np.unique(g[g > int(g.min()) + 25])) / 256])
+    fg = x[x > lo + 0.06]
+    if fg.size < 10:
+        fg = x.ravel()
+    m, s = float(fg.mean()), float(fg.std()) + 1e-6
+    z = (fg - m) / s
+    parts += [np.histogram(fg, bins=HISTOGRAM_BINS, range=(0.0, 1.0))[0] / fg.size,
+              [m, s, np.mean(z**3), np.mean(z**4), fg.size / x.size, np.mean(fg > 0.9), np.mean(fg > 0.95), np.mean(fg < 0.2)]]
+    h, w = x.shape
+    b = max(1, min(h, w) // 16)
+    parts.append([x[:b].mean(), x[-b:].mean(), x[:, :b].mean(), x[:, -b:].mean(), x[:b, :b].mean(), x[:b, -b:].mean(),
+                  x[-b:, :b].mean(), x[-b:, -b:].mean(), x[:b].std(), x[-b:].std(), x[:, :b].std(), x[:, -b:].std(),
+                  dark[: max(1, h // 8)].mean(), dark[-max(1, h // 8):].mean(), dark[:, : max(1, w // 8)].mean(),
+                  dark[:, -max(1, w // 8):].mean(), dark[h // 4 : 3 * h // 4 + 1, w // 4 : 3 * w // 4 + 1].mean(),
+                  np.mean(np.mean(x <= 0.1, axis=1) > 0.5), np.mean(np.mean(x <= 0.1, axis=0) > 0.5),
+                  np.log(width / height), np.log(width * height)])
+    texture = []
+    lap_full = np.abs(4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]) if min(h, w) > 2 else np.zeros((1, 1))
+    inner = x[1:-1, 1:-1] if min(h, w) > 2 else x[:1, :1]
+    texture += _spread(lap_full[dark[1:-1, 1:-1]] if min(h, w) > 2 else lap_full.ravel())
+    texture += _spread(lap_full[inner > lo + 0.1]) + _spread(lap_full.ravel())
+    for n in (64, 128, 256):
+        sq = _square(g, n)
+        gx, gy = np.diff(sq, axis=1), np.diff(sq, axis=0)
+        lap = np.abs(4 * sq[1:-1, 1:-1] - sq[:-2, 1:-1] - sq[2:, 1:-1] - sq[1:-1, :-2] - sq[1:-1, 2:])
+        mask = sq[1:-1, 1:-1] > lo + 0.06
+        lap_fg = lap[mask] if mask.sum() > 10 else lap.ravel()
+        texture += [np.abs(gx).mean(), np.abs(gy).mean(), lap.mean(), np.median(lap_fg), np.percentile(lap_fg, 90), lap_fg.mean()]
+        magnitude = np.hypot(gx[:-1, :], gy[:, :-1]).ravel()
+        texture += list(np.histogram(magnitude, bins=8, range=(0.0, 0.5))[0] / magnitude.size)
+    parts.append(texture)
+    s128 = (_square(g, 128) * 255).astype(np.uint8)
+    body = s128 > int(lo * 255) + 15
+    for points, radius in ((8, 1), (8, 2)):
+        codes = local_binary_pattern(s128, points, radius, method="uniform")
+        values = codes[body] if body.sum() > 10 else codes.ravel()
+        parts.append(np.bincount(values.astype(int), minlength=points + 2)[: points + 2] / values.size)
+    co = graycomatrix((_square(g, 256) * 31.99).astype(np.uint8), [1, 3], [0, np.pi / 2], levels=32, symmetric=True, normed=True)
+    parts.append(np.concatenate([graycoprops(co, p).ravel() for p in ("contrast", "homogeneity", "energy", "correlation", "dissimilarity")]))
+    thumb = _square(g, THUMBNAIL).ravel()
+    parts += [thumb - thumb.mean(), [colour]]
+    out = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -102,28 +240,70 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 0.01) -> np.ndarray:
+def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 0.01, sample_weight: np.ndarray | None = None) -> np.ndarray:
     """Multinomial logistic regression with L2 (as scikit-learn's C): weights (d + 1, k), bias last.
 
-    L-BFGS on the mean cross-entropy plus ||W||^2 / (2 C n); deterministic (starts at zero).
+    L-BFGS on the (weighted) mean cross-entropy plus ||W||^2 / (2 C n); deterministic (starts at zero).
     """
     from scipy.optimize import minimize
 
     n, d = x.shape
     xb = np.hstack([x, np.ones((n, 1), dtype=x.dtype)]).astype(np.float64)
     onehot = np.eye(n_classes)[y]
+    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64) * n / np.sum(sample_weight)
     penalty = 1.0 / (c * n)
 
     def loss(flat: np.ndarray):
         w = flat.reshape(d + 1, n_classes)
         p = _softmax(xb @ w)
-        value = -np.mean(np.sum(onehot * np.log(p + 1e-12), axis=1)) + 0.5 * penalty * np.sum(w[:-1] ** 2)
-        grad = xb.T @ (p - onehot) / n
+        value = -np.mean(weight * np.sum(onehot * np.log(p + 1e-12), axis=1)) + 0.5 * penalty * np.sum(w[:-1] ** 2)
+        grad = xb.T @ (weight[:, None] * (p - onehot)) / n
         grad[:-1] += penalty * w[:-1]
         return value, grad.ravel()
 
     result = minimize(loss, np.zeros((d + 1) * n_classes), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
     return result.x.reshape(d + 1, n_classes).astype(np.float32)
+
+
+def _fold_of(group: str, folds: int) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"cv:{group}".encode()).digest()[:8], "big") % folds
+
+
+def choose_c(x: np.ndarray, y: np.ndarray, groups: Sequence[str], n_classes: int, grid: Sequence[float] = C_GRID,
+             folds: int = CV_FOLDS) -> tuple[float, dict[str, float]]:
+    """The L2 strength C with the best accuracy in grouped cross-validation (whole groups per fold), and every C's accuracy.
+
+    Only the training samples take part, so the choice never sees held-out cases.
+    Standardisation is refitted inside each fold. Ties go to the smaller C (stronger regularisation).
+    """
+    fold = np.array([_fold_of(g, folds) for g in groups])
+    scores: dict[str, float] = {}
+    for c in grid:
+        correct = 0
+        for k in range(folds):
+            train, test = fold != k, fold == k
+            if not test.any() or len(np.unique(y[train])) < 2:
+                continue
+            mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
+            w = fit_softmax((x[train] - mean) / std, y[train], n_classes, c, balanced_weights_full(y[train], n_classes))
+            xt = (x[test] - mean) / std
+            correct += int(np.sum((np.hstack([xt, np.ones((len(xt), 1))]) @ w).argmax(axis=1) == y[test]))
+        scores[str(c)] = round(correct / len(y), 4)
+    best = max(grid, key=lambda c: (scores[str(c)], -c))
+    return best, scores
+
+
+def balanced_weights_full(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-sample weights proportional to 1 / sqrt(count of its class), mean 1.
+
+    Why the square root: a class of a dozen radiographs should still count next to hundreds of
+    CT slices, but full inverse frequency would let each of them weigh as much as 40 slices.
+    """
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = 1.0 / np.sqrt(np.maximum(counts[y], 1.0))
+    return w * len(y) / w.sum()
 
 
 class ModalityClassifier:
@@ -189,7 +369,7 @@ class ModalityClassifier:
     def features(self, images: Sequence) -> np.ndarray:
         """The classifier's input for PIL images or MedicalImages."""
         self.setup()
-        return _features(images, self.embedder if self.config["features"].get("embedder") else None)
+        return _features(images, self.embedder if self.config["features"].get("embedder") else None, _uses_statistics(self.config))
 
     def predict_features(self, features: np.ndarray) -> list[ModalityPrediction]:
         self.setup()
@@ -216,13 +396,17 @@ class ModalityClassifier:
 
 def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]], out_dir: str | Path, *,
                               c: float | None = None, eval_samples: Sequence[tuple[str, str, str | None, str]] = (),
-                              min_plane_examples: int = 20, embedder=None) -> dict:
+                              min_plane_examples: int = 20, min_modality_examples: int = 5, embedder=None,
+                              statistics: bool = True) -> dict:
     """Fit the classifier on (image_path, modality, plane or None, group) samples and save it.
 
-    Features: ``image_statistics`` by default; with ``embedder`` (an ImageTextEmbedder) its
-    image vectors instead, so an image index's own embedder serves routing at no extra cost
-    (the classifier then only works with that embedder, checked by fingerprint).
-    ``c`` is the inverse L2 strength (default 0.01 for statistics, 1.0 for embedder vectors).
+    Features: ``image_statistics``; with ``embedder`` (an ImageTextEmbedder) its image vectors
+    are appended (or used alone with ``statistics=False``), so an image index's own embedder
+    helps routing (the classifier then only works with that embedder, checked by fingerprint).
+    ``c`` is the inverse L2 strength; by default each head picks it from ``C_GRID`` by grouped
+    cross-validation on ``samples`` (never on ``eval_samples``). Classes are weighted by
+    1/sqrt(frequency), so a small class (a dozen radiographs) is not drowned by hundreds of CT slices.
+    Modalities with fewer than ``min_modality_examples`` images are left out (listed in the config).
 
     Planes seen fewer than ``min_plane_examples`` times are left out of the plane head.
     ``eval_samples`` (held apart, e.g. whole cases) give the accuracies stored in the config.
@@ -232,13 +416,19 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
 
     from medrag.storage import atomic_folder, utc_now, write_json
 
-    if c is None:
-        c = 1.0 if embedder is not None else 0.01
-    feats, kept = _features_of(samples, embedder)
+    if embedder is None and not statistics:
+        raise InputError("nothing to classify on: pass an embedder or keep statistics=True")
+    feats, kept = _features_of(samples, embedder, statistics)
     samples = [samples[i] for i in kept]
+    counts = {m: sum(s[1] == m for s in samples) for m in sorted({s[1] for s in samples})}
+    too_few = {m: n for m, n in counts.items() if n < min_modality_examples}
+    if too_few:
+        rows = [i for i, s in enumerate(samples) if s[1] not in too_few]
+        feats, samples = feats[rows], [samples[i] for i in rows]
     modalities = sorted({s[1] for s in samples})
     if len(modalities) < 2:
-        raise InputError(f"need images of at least two modalities to train, got {modalities}")
+        raise InputError(f"need images of at least two modalities to train, got {modalities}"
+                         + (f" (left out with fewer than {min_modality_examples} images: {too_few})" if too_few else ""))
     plane_counts: dict[str, int] = {}
     for s in samples:
         if s[2]:
@@ -248,21 +438,44 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
     std = feats.std(axis=0) + 1e-6
     x = (feats - mean) / std
     weights = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
-    weights["head_modality"] = fit_softmax(x, np.array([modalities.index(s[1]) for s in samples]), len(modalities), c)
+    groups = [s[3] for s in samples]
+    y = np.array([modalities.index(s[1]) for s in samples])
+    chosen, cv = {}, {}
+    if c is None:
+        chosen["modality"], cv["modality"] = choose_c(feats, y, groups, len(modalities))
+    else:
+        chosen["modality"] = c
+    weights["head_modality"] = fit_softmax(x, y, len(modalities), chosen["modality"], balanced_weights_full(y, len(modalities)))
     heads = {"modality": modalities}
     if len(planes) >= 2:
         rows = [i for i, s in enumerate(samples) if s[2] in planes]
-        weights["head_plane"] = fit_softmax(x[rows], np.array([planes.index(samples[i][2]) for i in rows]), len(planes), c)
+        yp = np.array([planes.index(samples[i][2]) for i in rows])
+        if c is None:
+            chosen["plane"], cv["plane"] = choose_c(feats[rows], yp, [groups[i] for i in rows], len(planes))
+        else:
+            chosen["plane"] = c
+        # The plane head is not class-weighted: axial dominates, and rare planes are better guessed axial.
+        weights["head_plane"] = fit_softmax(x[rows], yp, len(planes), chosen["plane"])
         heads["plane"] = planes
     digest = hashlib.sha256("\n".join(f"{s[0]}\t{s[1]}\t{s[2]}" for s in samples).encode()).hexdigest()[:16]
+    features: dict = {"name": STATISTICS if statistics else "embedder", "dim": int(x.shape[1])}
+    if statistics:
+        features.update(histogram_bins=HISTOGRAM_BINS, thumbnail=THUMBNAIL, max_side=MAX_SIDE)
+    if embedder is not None:
+        features["embedder"] = embedder.info().to_dict()
+        if statistics:
+            features["name"] = f"{STATISTICS}+embedder"
     config = {
         "kind": CLASSIFIER_KIND, "format_version": CLASSIFIER_VERSION, "created": utc_now(),
-        "features": ({"name": "embedder", "embedder": embedder.info().to_dict(), "dim": int(x.shape[1])} if embedder is not None else
-                     {"name": "image_statistics", "histogram_bins": HISTOGRAM_BINS, "thumbnail": THUMBNAIL, "dim": int(x.shape[1])}),
-        "model": {"type": "multinomial logistic regression (L-BFGS)", "C": c},
+        "features": features,
+        "model": {"type": "multinomial logistic regression (L-BFGS), classes weighted by 1/sqrt(frequency)",
+                  "C": chosen["modality"], "C_plane": chosen.get("plane"),
+                  "C_chosen_by": (f"grouped {CV_FOLDS}-fold cross-validation on the training samples" if c is None else "the caller"),
+                  **({"cv_accuracy": cv} if cv else {})},
         "heads": heads,
         "data": {"samples": len(samples), "modalities": {m: sum(s[1] == m for s in samples) for m in modalities},
-                 "planes": plane_counts, "fingerprint": digest},
+                 "planes": plane_counts, "fingerprint": digest,
+                 **({"left_out_too_few": too_few, "min_modality_examples": min_modality_examples} if too_few else {})},
     }
     if eval_samples:
         in_memory = ModalityClassifier.__new__(ModalityClassifier)
@@ -273,49 +486,81 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
         write_json(tmp / "config.json", config)
         write_json(tmp / "manifest.json", {"kind": CLASSIFIER_KIND, "format_version": CLASSIFIER_VERSION,
                                            "files": {"weights.npz": hashlib.sha256((tmp / "weights.npz").read_bytes()).hexdigest()}})
-    return {"samples": len(samples), "heads": heads, "heldout": config.get("heldout", {})}
+    return {"samples": len(samples), "heads": heads, "model": config["model"], "heldout": config.get("heldout", {})}
 
 
-def _features(images: Sequence, embedder=None) -> np.ndarray:
-    if embedder is None:
-        return np.stack([image_statistics(im) for im in images])
-    return embedder.embed_images([im.display if hasattr(im, "display") else im for im in images])
+def _uses_statistics(config: dict) -> bool:
+    return config["features"]["name"].startswith(STATISTICS)
 
 
-def _features_of(samples, embedder=None) -> tuple[np.ndarray, list[int]]:
-    """Features of the readable sample images (unreadable ones are logged and skipped), in batches."""
-    from PIL import Image, UnidentifiedImageError
+def _features(images: Sequence, embedder=None, statistics: bool = True) -> np.ndarray:
+    parts = []
+    if statistics:
+        parts.append(np.stack([image_statistics(im) for im in images]))
+    if embedder is not None:
+        parts.append(embedder.embed_images([im.display if hasattr(im, "display") else im for im in images]))
+    return np.hstack(parts).astype(np.float32)
 
-    parts, kept, batch = [], [], []
+
+@functools.lru_cache(maxsize=4096)
+def _file_statistics(path: str, mtime: float) -> np.ndarray:
+    # Cached by path and mtime: an evaluation fits several classifiers on the same images.
+    from medrag.vision.image import load_image
+
+    return image_statistics(load_image(path, modality="unknown"))
+
+
+def _features_of(samples, embedder=None, statistics: bool = True) -> tuple[np.ndarray, list[int]]:
+    """Features of the readable sample images (unreadable ones are logged and skipped), in batches.
+
+    Images are read with ``load_image`` (PNG/JPEG/16-bit/DICOM, windowed for display), as intake reads them.
+    """
+    from medrag.vision.image import load_image
+
+    parts, kept, batch, stats = [], [], [], []
     for i, sample in enumerate(samples):
         try:
-            with Image.open(sample[0]) as image:
-                image.load()
-                batch.append(image.copy() if embedder is not None else image_statistics(image))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            row = _file_statistics(str(sample[0]), os.stat(sample[0]).st_mtime) if statistics else None
+            display = load_image(sample[0], modality="unknown").display if embedder is not None else None
+        except (OSError, InputError, ValueError) as exc:
             log.warning("skipping %s: %s", sample[0], exc)
             continue
         kept.append(i)
-        if len(batch) == 64:
-            parts.append(_features(batch, embedder) if embedder is not None else np.stack(batch))
-            batch = []
-    if batch:
-        parts.append(_features(batch, embedder) if embedder is not None else np.stack(batch))
-    if not parts:
+        if statistics:
+            stats.append(row)
+        if embedder is not None:
+            batch.append(display)
+            if len(batch) == 64:
+                parts.append(embedder.embed_images(batch))
+                batch = []
+    if embedder is not None and batch:
+        parts.append(embedder.embed_images(batch))
+    if not kept:
         raise InputError("no readable images to train the modality classifier on")
-    return np.concatenate(parts), kept
+    columns = []
+    if statistics:
+        columns.append(np.stack(stats))
+    if embedder is not None:
+        columns.append(np.concatenate(parts))
+    return np.hstack(columns).astype(np.float32), kept
 
 
 def evaluate_modality_classifier(classifier: ModalityClassifier, samples) -> dict:
     """Accuracy of modality and of plane (on samples whose plane the head knows), with the majority-class figure."""
     classifier.setup()
-    feats, kept = _features_of(samples, classifier.embedder if classifier.config["features"].get("embedder") else None)
+    feats, kept = _features_of(samples, classifier.embedder if classifier.config["features"].get("embedder") else None,
+                               _uses_statistics(classifier.config))
     samples = [samples[i] for i in kept]
     predictions = classifier.predict_features(feats)
     out: dict = {"samples": len(samples)}
     truth = [s[1] for s in samples]
     out["modality_accuracy"] = round(float(np.mean([p.modality == t for p, t in zip(predictions, truth)])), 4)
     out["modality_majority"] = round(max(truth.count(m) for m in set(truth)) / len(truth), 4)
+    out["per_class"] = {m: {"images": truth.count(m),
+                            "recall": round(float(np.mean([p.modality == m for p, t in zip(predictions, truth) if t == m])), 4),
+                            "predicted_as": {q: sum(1 for p, t in zip(predictions, truth) if t == m and p.modality == q)
+                                             for q in sorted({p.modality for p, t in zip(predictions, truth) if t == m})}}
+                        for m in sorted(set(truth))}
     planes = classifier.config["heads"].get("plane")
     if planes:
         pairs = [(p.plane, s[2]) for p, s in zip(predictions, samples) if s[2] in planes]
@@ -342,4 +587,28 @@ def load_medpix_modality_samples(folder: str | Path) -> list[tuple[str, str, str
             modality = normalise_modality(row.get("modality_type") or row.get("modality"))
             if row.get("file") and modality and (folder / row["file"]).is_file():
                 samples.append((str(folder / row["file"]), modality, (row.get("plane") or "").lower() or None, str(row.get("case_id"))))
+    return samples
+
+
+def load_image_folder_samples(folder: str | Path) -> list[tuple[str, str, str | None, str]]:
+    """(image path, modality, None, file) of the images listed in FOLDER/index.jsonl (as ../shared/data/images).
+
+    The modality is read from the row's ``modality`` text: its first word (X-ray, CR, DX, CT, MR ...)
+    or a photograph/fundus mention; rows whose modality cannot be read are left out.
+    Each image is its own group (the sources are unrelated test files).
+    """
+    from medrag.ingest.images import normalise_modality
+    from medrag.storage import iter_json_lines
+
+    folder = Path(folder).expanduser()
+    listing = folder / "index.jsonl"
+    if not listing.is_file():
+        raise InputError(f"{listing} not found: pass a folder with index.jsonl (e.g. ../shared/data/images)")
+    samples = []
+    with listing.open(encoding="utf-8") as lines:
+        for _, row in iter_json_lines(lines, listing):
+            text = str(row.get("modality") or "")
+            modality = normalise_modality(text) or ("photo" if any(w in text.lower() for w in ("photograph", "fundus")) else None)
+            if row.get("file") and modality and (folder / row["file"]).is_file():
+                samples.append((str(folder / row["file"]), modality, None, f"file:{row['file']}"))
     return samples

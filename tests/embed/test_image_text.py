@@ -12,7 +12,7 @@ from medrag.embed.base import TextEmbedder
 from medrag.embed.image_text import DualEncoderEmbedder, ImageTextEmbedder, preprocess_image, to_gray_array
 from medrag.embed.text import make_embedder
 from medrag.embed.train import build_model, make_config, save_dual_encoder
-from medrag.errors import ModelUnavailable
+from medrag.errors import InputError, ModelUnavailable
 from medrag.models import fingerprint_path
 from medrag.testing.fakes import HashingEmbedder
 
@@ -220,3 +220,16 @@ def test_make_embedder_knows_dual_encoder_without_a_prior_import(tmp_path) -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
     assert "refused:" in out and "dual-encoder model folder" in out
+
+
+def test_batches_with_prefetch_match_one_at_a_time(model_folder):
+    """embed_images preprocesses the next batch in a helper thread: same vectors, and a bad image still raises."""
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (30 + i, 40), dtype=np.uint8), "L") for i in range(7)]
+    fast = DualEncoderEmbedder(model_folder, batch_size=3).embed_images(images)
+    serial = DualEncoderEmbedder(model_folder, batch_size=3, prefetch=False).embed_images(images)
+    single = np.concatenate([DualEncoderEmbedder(model_folder, batch_size=1).embed_images([im]) for im in images[:2]])
+    np.testing.assert_allclose(fast, serial, atol=1e-6)
+    np.testing.assert_allclose(fast[:2], single, atol=1e-5)
+    with pytest.raises(InputError, match="image 5: .*too small"):
+        DualEncoderEmbedder(model_folder, batch_size=3).embed_images(images[:5] + [Image.new("L", (1, 1))])

@@ -186,13 +186,15 @@ def test_unstated_modality_routes_by_what_intake_detected(setup, medpix: Path) -
         assert detected[0] in agent.tools[step.tool].modalities
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: without a stated modality, intake's heuristic calls ~1 in 5 MedPix CT/MR PNGs 'xray' "
-    "(grey, little black background: 'radiograph-like'), so an MR slice goes to segment_lungs_xray"))
 def test_an_mr_slice_given_as_a_bare_path_never_reaches_the_xray_tool(setup, medpix: Path) -> None:
+    """Was a known bug (strict xfail): the first rules called ~1 in 4 MedPix CT/MR PNGs 'xray' (grey, little black
+    background), this MR slice among them, so it reached segment_lungs_xray. The rules now also ask for the even,
+    bright exposure of a film (medrag.vision.modality.guess_modality)."""
     agent, *_ = setup
-    mr = medpix / "images" / "MPX1020_synpic17477.png"  # MR (images.jsonl), detected as 'xray' by the heuristic
+    mr = medpix / "images" / "MPX1020_synpic17477.png"  # MR (images.jsonl); the first rules called it 'xray'
     if not mr.is_file():
         pytest.skip(f"{mr} not in this copy of the data")
     answer = agent.ask("Headache and seizures. What is the most likely diagnosis?", images=[str(mr)])
+    detected = [i["modality"] for s in answer.trace if s.node == "intake" for i in s.details["images"]]
+    assert detected == ["unknown"]
     assert "segment_lungs_xray" not in {s.tool for s in _image_calls(answer)}

@@ -181,7 +181,8 @@ def test_train_classifier_cli_and_tool_list(cli, tmp_path):
                             "--min-count", "2", "--test-fraction", "0.3", "--modalities", "xray", "--no-progress")
     assert code == 0, err
     assert "held-out" in stdout and "majority baseline" in stdout and (out / "config.json").is_file()
-    code, stdout, err = cli("tool", "run", "classify_image", "--model", out, "--image", data / "disk" / "disk0.png", "--json")
+    # A synthetic disk is no radiograph to the modality rules (dark, no film exposure): state the modality.
+    code, stdout, err = cli("tool", "run", "classify_image", "--model", out, "--image", data / "disk" / "disk0.png", "--arg", "modality=xray", "--json")
     assert code == 0, err
     payload = json.loads(stdout)
     assert payload["evidence"][0]["kind"] == "measurement" and Path(payload["overlay"]).is_file()
