@@ -14,9 +14,12 @@ Kinds (what the caller asks for) and structures (what is built now):
 - ``hnsw``: a graph (faiss IndexHNSWFlat). Vectors are kept exactly, the search is approximate.
   HNSW cannot remove nodes, so deleted rows stay in the graph as tombstones (excluded from
   results) until ``compact()`` rebuilds it.
-- ``ivfpq``: inverted lists over product-quantised codes, ~100 bytes per 384-d vector instead of
-  1,536. PQ needs training data (about 39 x 256 vectors), so below ``ivf_min_train`` vectors the
-  index stays exact flat and turns into IVF-PQ the moment it grows past that size.
+- ``ivfpq``: inverted lists over compressed codes instead of float vectors. The codec is RaBitQ with
+  ``ivf_bits`` bits per dimension (5: ~270 bytes per 384-d vector with its id instead of 1,544, recall@10
+  ~0.94 on clustered data; see docs/index.md for the measured trade-off), or product quantisation
+  (``ivf_codec="pq"``, what indexes saved before the codec existed use). The inverted lists need
+  training data, so below ``ivf_min_train`` vectors the index stays exact flat and turns into IVF
+  the moment it grows past that size.
 - ``auto``: flat, then HNSW, then IVF-PQ as the index grows (thresholds in AnnParams, reasons in
   docs/index.md). The structure is re-chosen when an add crosses a threshold and on compaction.
 """
@@ -64,6 +67,9 @@ STRUCTURES = ("flat", "hnsw", "ivfpq")
 KINDS = STRUCTURES + ("auto",)
 MANIFEST, INDEX_FILE, IDS_FILE, METADATA_FILE = "manifest.json", "index.faiss", "ids.json", "metadata.jsonl"
 
+IVF_CODECS = ("rabitq", "pq")
+_FLOAT32 = np.dtype(np.float32)  # numpy's singleton: an identity test is the cheapest dtype check
+
 # GPU flat search refuses k above this in most faiss-gpu builds; larger fetches run on the CPU copy.
 _GPU_MAX_K = 2048
 
@@ -80,17 +86,26 @@ class AnnParams:
     hnsw_ef_search: int = 64  # raised to k when k is larger
     ivf_nlist: int | None = None  # None: 4 * sqrt(n), clamped to [16, 65536]
     ivf_nprobe: int = 32
-    pq_m: int | None = None  # None: the largest divisor of dim leaving >= 4 dims per sub-quantizer (96 for 384)
+    # The IVF codes. RaBitQ at 5 bits per dimension: recall@10 ~0.94 on clustered 384-d vectors at
+    # the 1M benchmark's density (~500 per centre); 4 bits ~0.88, 3 bits ~0.8 (smaller). PQ with
+    # 96 bytes reached only ~0.67 (docs/index.md has the table).
+    ivf_codec: str = "rabitq"  # "rabitq" or "pq"
+    ivf_bits: int = 5  # RaBitQ bits per dimension (1-9)
+    pq_m: int | None = None  # ivf_codec="pq": None is the largest divisor of dim leaving >= 4 dims per sub-quantizer (96 for 384)
     pq_bits: int = 8
-    ivf_min_train: int = 10_000  # k-means for 256 PQ centroids wants ~39 x 256 training vectors
+    ivf_min_train: int = 10_000  # k-means wants ~39 training vectors per centroid (256 PQ centroids, the IVF lists)
     auto_hnsw_from: int = 20_000  # flat search over 20k x 384 is ~2 ms a query: exact is cheap enough below
     auto_ivfpq_from: int = 1_000_000  # above 1M the float vectors (1.5 GB) dominate memory: compress them
     exact_filter_max: int = 20_000  # filters matching up to this many rows are searched exactly among the matches
 
     def __post_init__(self) -> None:
+        if self.ivf_codec not in IVF_CODECS:
+            raise InputError(f"index parameter ivf_codec must be one of {', '.join(IVF_CODECS)}, got {self.ivf_codec!r}")
+        if isinstance(self.ivf_bits, int) and not 1 <= self.ivf_bits <= 9:
+            raise InputError(f"index parameter ivf_bits must be between 1 and 9, got {self.ivf_bits!r}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name in ("ivf_nlist", "pq_m"):
+            if (value is None and f.name in ("ivf_nlist", "pq_m")) or f.name == "ivf_codec":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"index parameter {f.name} must be a positive integer, got {value!r}")
@@ -139,6 +154,11 @@ def _copy_json(value: Any) -> Any:
     return value
 
 
+def _is_nested(meta: Mapping[str, Any]) -> bool:
+    """True when a metadata dict holds lists or dicts, which a shallow copy would share with the caller."""
+    return any(isinstance(value, (dict, list)) for value in meta.values())
+
+
 def _check_ids(ids: Sequence[str]) -> list[str]:
     if isinstance(ids, str):
         raise InputError("ids must be a sequence of strings, not a single string")
@@ -175,14 +195,27 @@ def _build_ivfpq(dim: int, params: AnnParams, train: np.ndarray) -> Any:
     n = len(train)
     nlist = params.ivf_nlist or int(min(65536, max(16, 4 * math.sqrt(n))))
     nlist = max(1, min(nlist, n // 39 or 1))  # k-means needs a few dozen points per list
-    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, _pq_m(dim, params), params.pq_bits, faiss.METRIC_INNER_PRODUCT)
+    if params.ivf_codec == "rabitq":
+        index = faiss.IndexIVFRaBitQ(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT, True, params.ivf_bits)
+        per_list = 64  # only the coarse k-means trains: 64 points per list is plenty and bounds 1M builds
+    else:
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, _pq_m(dim, params), params.pq_bits, faiss.METRIC_INNER_PRODUCT)
+        per_list = 256
     sample = train
-    if n > 256 * nlist:  # faiss samples anyway; doing it here keeps training time bounded and seeded
-        sample = train[np.random.default_rng(0).choice(n, 256 * nlist, replace=False)]
+    if n > per_list * nlist:  # faiss samples anyway; doing it here keeps training time bounded and seeded
+        sample = train[np.random.default_rng(0).choice(n, per_list * nlist, replace=False)]
     index.train(np.ascontiguousarray(sample))
     index.nprobe = min(params.ivf_nprobe, nlist)
     index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by arbitrary id
     return index
+
+
+def _ivf_codec_of(index: Any) -> str | None:
+    if isinstance(index, faiss.IndexIVFRaBitQ):
+        return "rabitq"
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "pq"
+    return None
 
 
 # Structures each kind passes through as it grows (auto: all of them).
@@ -193,7 +226,7 @@ BUILDERS: dict[str, Callable[[int, AnnParams, np.ndarray], Any]] = {"flat": _bui
 
 def _structure_of(index: Any) -> str | None:
     """Which of our structures a faiss index read from disk is (None: not one of ours)."""
-    if isinstance(index, faiss.IndexIVFPQ):
+    if _ivf_codec_of(index) is not None:
         return "ivfpq"
     if isinstance(index, faiss.IndexIDMap2):
         inner = faiss.downcast_index(index.index)
@@ -248,6 +281,13 @@ class FaissIndex:
         self._str_to_int: dict[str, int] = {}
         self._int_to_str: dict[int, str] = {}
         self._metadata: dict[int, dict[str, Any]] = {}
+        # Rows whose metadata holds lists/dicts: hits deep-copy those, and only a shallow dict.copy()
+        # of the rest (strings and numbers are immutable), which keeps hit building cheap.
+        self._nested: set[int] = set()
+        # Each row's str id and metadata again, in lists indexed by int id (None where deleted or
+        # unused): a search maps FAISS labels by list indexing, the cheapest lookup Python has.
+        self._row_names: list[str | None] = []
+        self._row_metas: list[dict[str, Any] | None] = []
         self._tombstones: set[int] = set()  # deleted from the maps but still inside an HNSW graph
         self._next_id = 0
         self._gpu_index: Any = None  # lazy GPU copy; None whenever the CPU index changed
@@ -306,9 +346,15 @@ class FaissIndex:
         """Kind, structure, counts and the approximate memory of the vectors and search structure."""
         n = int(self._index.ntotal)
         if self._structure == "ivfpq":
-            nlist = self._index.nlist
-            memory = n * (self._index.code_size + 8 + 16) + nlist * self._dim * 4 + self._index.pq.M * self._index.pq.ksub * self._index.pq.dsub * 4
-            extra = {"nlist": nlist, "nprobe": self._index.nprobe, "pq_m": self._index.pq.M, "code_bytes": self._index.code_size}
+            nlist, codec = self._index.nlist, _ivf_codec_of(self._index)
+            # codes + list ids (8) + direct-map entry (16) per vector, plus the coarse centroids
+            memory = n * (self._index.code_size + 8 + 16) + nlist * self._dim * 4
+            extra = {"nlist": nlist, "nprobe": self._index.nprobe, "ivf_codec": codec, "code_bytes": self._index.code_size}
+            if codec == "pq":
+                memory += self._index.pq.M * self._index.pq.ksub * self._index.pq.dsub * 4
+                extra["pq_m"] = self._index.pq.M
+            else:
+                extra["ivf_bits"] = self.params.ivf_bits
         elif self._structure == "hnsw":
             memory = n * (self._dim * 4 + 8 + self.params.hnsw_m * 2 * 4 * 1.1)  # level-0 links dominate the graph
             extra = {"hnsw_m": self.params.hnsw_m, "ef_search": self.params.hnsw_ef_search}
@@ -355,6 +401,10 @@ class FaissIndex:
         """Replace the metadata of ``id`` without touching its vector; KeyError if absent."""
         n = self._str_to_int[id]
         self._metadata[n] = json_object(metadata, what=f"metadata of {id!r}")
+        self._row_metas[n] = self._metadata[n]
+        self._nested.discard(n)
+        if _is_nested(self._metadata[n]):
+            self._nested.add(n)
         self._changed(structure=False)
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -373,6 +423,8 @@ class FaissIndex:
         for n in int_ids.tolist():
             del self._str_to_int[self._int_to_str.pop(n)]
             del self._metadata[n]
+            self._nested.discard(n)
+            self._row_names[n] = self._row_metas[n] = None
         self._changed()
         return len(int_ids)
 
@@ -396,6 +448,7 @@ class FaissIndex:
         self._str_to_int = {s: n for n, s in self._int_to_str.items()}
         self._metadata = {int(n): self._metadata[old] for n, (old, _) in zip(new_ids, pairs)}
         self._next_id = len(pairs)
+        self._index_rows()
         self._tombstones = set()
         self._changed()
         after = {"count": len(self), "stored": int(self._index.ntotal), "structure": self._structure}
@@ -437,12 +490,26 @@ class FaissIndex:
             self._rebuild(target, extra=(int_ids, x))
         else:
             self._index.add_with_ids(x, int_ids)
+        self._next_id += len(ids)
+        more = self._next_id - len(self._row_names)
+        self._row_names.extend([None] * more)
+        self._row_metas.extend([None] * more)
         for s, n, m in zip(ids, int_ids.tolist(), metas):
             self._str_to_int[s] = n
             self._int_to_str[n] = s
             self._metadata[n] = m
-        self._next_id += len(ids)
+            self._row_names[n], self._row_metas[n] = s, m
+            if _is_nested(m):
+                self._nested.add(n)
         self._changed()
+
+    def _index_rows(self) -> None:
+        """Rebuild the row arrays and the nested-metadata set from the id and metadata maps."""
+        self._row_names = [None] * self._next_id
+        self._row_metas = [None] * self._next_id
+        for n, name in self._int_to_str.items():
+            self._row_names[n], self._row_metas[n] = name, self._metadata[n]
+        self._nested = {n for n, meta in self._metadata.items() if _is_nested(meta)}
 
     def _rebuild(self, structure: str, extra: tuple[np.ndarray, np.ndarray]) -> None:
         """Build ``structure`` over the live rows plus ``extra`` (ids, vectors), keeping int ids."""
@@ -463,14 +530,14 @@ class FaissIndex:
     def _as_matrix(self, vectors: np.ndarray, *, what: str, allow_1d: bool) -> np.ndarray:
         """Validate and convert to a C-contiguous float32 (n, dim) matrix, as FAISS requires."""
         try:
-            x = np.asarray(vectors, dtype=np.float32)
+            x = vectors if type(vectors) is np.ndarray and vectors.dtype is _FLOAT32 else np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError) as exc:
             raise InputError(f"{what} must be numeric arrays: {exc}") from exc
         if x.ndim == 1 and allow_1d:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self._dim:
             raise InputError(f"{what} must have shape (n, {self._dim}), got {x.shape}")
-        if not np.isfinite(x).all():
+        if not math.isfinite(x.sum(dtype=np.float64)):  # NaN/inf propagate into the sum; float64 cannot overflow
             raise InputError(f"{what} contain NaN or infinite values")
         return np.ascontiguousarray(x)
 
@@ -487,11 +554,12 @@ class FaissIndex:
             raise InputError(f"k must be a positive integer, got {k!r}")
         where = check_where(where)
         q = self._as_matrix(vectors, what="query vectors", allow_1d=True)
-        if len(self) == 0:
+        count = len(self._str_to_int)
+        if count == 0:
             return [[] for _ in range(q.shape[0])]
         if not where:
-            scores, labels = self._ann_search(q, min(int(k), len(self)), None)
-            return [self._hits(s, l, int(k)) for s, l in zip(scores, labels)]
+            scores, labels = self._ann_search(q, min(int(k), count), None)
+            return [self._hits(s, l, int(k)) for s, l in zip(scores.tolist(), labels.tolist())]
         allowed = self._matching(where)
         k = min(int(k), len(allowed))
         if k == 0:
@@ -503,7 +571,7 @@ class FaissIndex:
             short = [row for row in range(q.shape[0]) if (labels[row] >= 0).sum() < k]
             if short:  # the graph or the probed lists held too few matches: score all matches exactly
                 scores[short], labels[short] = self._exact_search(q[short], k, allowed)
-        return [self._hits(s, l, k) for s, l in zip(scores, labels)]
+        return [self._hits(s, l, k) for s, l in zip(scores.tolist(), labels.tolist())]
 
     def _matching(self, where: dict[str, Any]) -> np.ndarray:
         """Int ids of the live rows whose metadata satisfies ``where`` (cached until the next change)."""
@@ -520,8 +588,13 @@ class FaissIndex:
         return np.take_along_axis(scores, top, axis=1), allowed[top]
 
     def _ann_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is None and not self._tombstones and self._structure == "flat":
-            return self._search_index(k).search(q, k)
+        if allowed is None and not self._tombstones:
+            # The common case: no selector, and the index already carries efSearch / nprobe (set
+            # when built and on load), so skip building SearchParameters (~10 us of SWIG per call).
+            if self._structure == "flat":
+                return self._search_index(k).search(q, k)
+            if self._structure == "ivfpq" or k <= self.params.hnsw_ef_search:
+                return self._index.search(q, k)
         if allowed is not None:
             selector = faiss.IDSelectorBatch(allowed)
         elif self._tombstones:
@@ -540,12 +613,18 @@ class FaissIndex:
         scores, labels = self._index.search(q, k, params=params)
         return scores, labels
 
-    def _hits(self, scores: np.ndarray, labels: np.ndarray, k: int) -> list[Hit]:
+    def _hits(self, scores: list[float], labels: list[int], k: int) -> list[Hit]:
+        # The hot path of every search, in plain Python on lists: after a FAISS search the caches
+        # are cold, and each numpy call here cost more than the whole loop. Flat metadata (immutable
+        # values) gets a shallow copy, so callers can change what they got without touching the index.
+        names, metas, nested = self._row_names, self._row_metas, self._nested
         hits = []
-        for score, label in zip(scores.tolist(), labels.tolist()):
-            if label < 0 or label not in self._metadata:  # FAISS pads with -1 when fewer than k vectors exist
+        for score, label in zip(scores, labels):
+            name = names[label] if label >= 0 else None  # FAISS pads with -1 when fewer than k rows qualify
+            if name is None:  # padding, or an HNSW tombstone
                 continue
-            hits.append(Hit(id=self._int_to_str[label], score=float(score), metadata=_copy_json(self._metadata[label])))
+            meta = metas[label]
+            hits.append(Hit(name, score, _copy_json(meta) if nested and label in nested else meta.copy()))
             if len(hits) == k:
                 break
         return hits
@@ -603,7 +682,9 @@ class FaissIndex:
             kind, dim, count = str(manifest["kind"]), int(manifest["dim"]), int(manifest["count"])
             structure = str(manifest.get("structure", kind))
             deleted = int(manifest.get("deleted", 0))
-            params = AnnParams.from_dict(manifest.get("params"))
+            saved_params = dict(manifest.get("params") or {})
+            saved_params.setdefault("ivf_codec", "pq")  # saved before the codec was a parameter: PQ was the only one
+            params = AnnParams.from_dict(saved_params)
             stored = EmbedderInfo.from_dict(manifest["embedder"]) if manifest.get("embedder") else None
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise IndexCorrupt(f"{folder / MANIFEST}: missing or invalid field {exc}") from exc
@@ -622,6 +703,13 @@ class FaissIndex:
         index = read_index_file(folder, INDEX_FILE, lambda p: faiss.read_index(str(p)))
         if _structure_of(index) != structure or index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexCorrupt(f"{folder / INDEX_FILE}: expected an inner-product {structure} index of dim {dim}")
+        if structure == "hnsw":  # searches without a filter use the graph's own efSearch
+            faiss.downcast_index(index.index).hnsw.efSearch = params.hnsw_ef_search
+        if structure == "ivfpq" and _ivf_codec_of(index) != params.ivf_codec:
+            raise IndexCorrupt(
+                f"{folder / INDEX_FILE} holds {_ivf_codec_of(index)} codes but {MANIFEST} records ivf_codec={params.ivf_codec!r}; "
+                "re-ingest to rebuild the index"
+            )
         if index.ntotal != count + deleted:
             raise IndexCorrupt(f"{folder / INDEX_FILE} holds {index.ntotal} vectors but {MANIFEST} says {count} (+{deleted} deleted)")
 
@@ -654,6 +742,7 @@ class FaissIndex:
         self._metadata = metadata
         self._tombstones = tombstones
         self._next_id = max(in_faiss | set(int_to_str), default=-1) + 1
+        self._index_rows()
         self.created = str(manifest.get("created") or self.created)
         self.updated = str(manifest.get("updated") or self.created)
         return self

@@ -316,3 +316,50 @@ def test_gpu_copy_is_made_lazily_and_invalidated(monkeypatch):
     index.delete(["new"])
     assert index.search(unit_vectors(1, 16, seed=5), k=6)[0][-1].id != "new"
     assert len(clones) == 3
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_changing_returned_metadata_never_changes_the_index(tmp_path, kind):
+    # Hits share nothing mutable with the index: flat metadata is shallow-copied, nested deep-copied.
+    index = FaissIndex(16, kind=kind)
+    vectors = unit_vectors(4, 16)
+    metadata = [{"page": 0}, {"page": 1, "bbox": [1, 2], "doc": {"title": "t"}}, {"page": 2}, {"tags": []}]
+    index.add([f"c{i}" for i in range(4)], vectors, metadata)
+    metadata[1]["bbox"].append(3)  # the caller's own dicts are not aliased either
+    expected = [{"page": 0}, {"page": 1, "bbox": [1, 2], "doc": {"title": "t"}}, {"page": 2}, {"tags": []}]
+
+    def mutate_all_hits():
+        for hit in index.search(vectors, k=4)[0] + index.search(vectors[1], k=1, where={"page": 1})[0]:
+            hit.metadata["page"] = -1
+            for value in hit.metadata.values():
+                if isinstance(value, list):
+                    value.append("x")
+                elif isinstance(value, dict):
+                    value["title"] = "changed"
+
+    mutate_all_hits()
+    assert [index.get(f"c{i}") for i in range(4)] == expected
+    index.update_metadata("c0", {"page": 0, "refs": ["a"]})  # flat -> nested
+    index.update_metadata("c3", {"tags": "none"})  # nested -> flat
+    expected[0], expected[3] = {"page": 0, "refs": ["a"]}, {"tags": "none"}
+    mutate_all_hits()
+    assert [index.get(f"c{i}") for i in range(4)] == expected
+
+    index.save(tmp_path / "i")
+    loaded = FaissIndex.load(tmp_path / "i")
+    hit = loaded.search(vectors[0], k=1)[0][0]
+    hit.metadata["refs"].append("b")
+    assert loaded.get("c0") == {"page": 0, "refs": ["a"]}
+    assert [h.metadata for h in loaded.search(vectors[0], k=4)[0] if h.id == "c0"] == [{"page": 0, "refs": ["a"]}]
+
+
+def test_hits_skip_padding_and_deleted_rows():
+    index = FaissIndex(16, kind="hnsw")
+    vectors = unit_vectors(5, 16)
+    index.add([f"c{i}" for i in range(5)], vectors, [{"n": i} for i in range(5)])
+    index.delete(["c1", "c3"])
+    hits = index.search(vectors[1], k=10)[0]
+    assert sorted(h.id for h in hits) == ["c0", "c2", "c4"]
+    assert all(h.metadata == {"n": int(h.id[1:])} for h in hits)
+    index.add(["c5"], unit_vectors(1, 16, seed=9), [{"n": 5}])  # the row arrays grow past their capacity
+    assert index.search(unit_vectors(1, 16, seed=9), k=1)[0][0].metadata == {"n": 5}

@@ -99,8 +99,12 @@ def test_bad_params_refused():
         FaissIndex(8, kind="hnsw", params={"hnsw_mm": 3})
     with pytest.raises(InputError, match="positive"):
         FaissIndex(8, kind="hnsw", params={"hnsw_m": 0})
+    with pytest.raises(InputError, match="ivf_codec"):
+        FaissIndex(8, kind="ivfpq", params={"ivf_codec": "opq"})
+    with pytest.raises(InputError, match="ivf_bits"):
+        FaissIndex(8, kind="ivfpq", params={"ivf_bits": 12})
     with pytest.raises(InputError, match="divide"):
-        FaissIndex(16, kind="ivfpq", params={"pq_m": 5, "ivf_min_train": 300}).add(
+        FaissIndex(16, kind="ivfpq", params={"ivf_codec": "pq", "pq_m": 5, "ivf_min_train": 300}).add(
             [f"v{i}" for i in range(300)], unit_vectors(300, 16)
         )
 
@@ -132,7 +136,7 @@ def test_hnsw_delete_leaves_tombstones_until_compact(tmp_path):
 def test_ivfpq_trains_when_it_reaches_its_training_size(tmp_path):
     dim, n = 32, 3000
     x = clustered(n, dim)
-    index = FaissIndex(dim, kind="ivfpq", params={"ivf_min_train": 2000, "pq_m": 8, "pq_bits": 6})
+    index = FaissIndex(dim, kind="ivfpq", params={"ivf_min_train": 2000, "ivf_codec": "pq", "pq_m": 8, "pq_bits": 6})
     index.add([f"v{i}" for i in range(1500)], x[:1500], [{"n": i} for i in range(1500)])
     assert index.structure == "flat"
     index.add([f"v{i}" for i in range(1500, n)], x[1500:], [{"n": i} for i in range(1500, n)])
@@ -240,3 +244,46 @@ def test_kind_and_structure_must_agree(tmp_path):
     (tmp_path / "h/manifest.json").write_text(json.dumps({**manifest, "structure": "flat"}))
     with pytest.raises(IndexCorrupt):
         FaissIndex.load(tmp_path / "h")
+
+
+def test_ivfpq_default_codec_recall_and_manifest(tmp_path):
+    # The default IVF codec (RaBitQ, ivf_bits=5) on a small clustered set: close to exact search.
+    dim, n = 32, 3000
+    x = clustered(n, dim)
+    index = FaissIndex(dim, kind="ivfpq", params={"ivf_min_train": 2000})
+    index.add([f"v{i}" for i in range(n)], x, [{"n": i} for i in range(n)])
+    stats = index.stats()
+    assert index.structure == "ivfpq" and stats["ivf_codec"] == "rabitq" and stats["ivf_bits"] == 5
+    assert stats["memory_bytes"] < n * dim * 4 * 1.5  # codes, not floats, dominate (small dim: per-row overhead shows)
+    queries = clustered(50, dim, seed=1)
+    assert recall_at_10(index, x, queries) >= 0.8
+    hit = index.search(x[5:6], k=1)[0][0]
+    assert hit.id == "v5" and abs(hit.score - 1.0) < 0.05  # scores estimate the inner product
+
+    index.save(tmp_path / "rq")
+    params = json.loads((tmp_path / "rq/manifest.json").read_text())["params"]
+    assert params["ivf_codec"] == "rabitq" and params["ivf_bits"] == 5 and params["ivf_nprobe"] == 32
+    loaded = FaissIndex.load(tmp_path / "rq")
+    assert loaded.params == index.params and loaded.stats()["ivf_codec"] == "rabitq"
+    assert [h.id for h in loaded.search(queries[:3], k=5)[0]] == [h.id for h in index.search(queries[:3], k=5)[0]]
+    assert loaded.delete(["v0"]) == 1 and "v0" not in loaded and loaded.deleted == 0
+
+
+def test_ivfpq_saved_before_codecs_still_loads(tmp_path):
+    # Folders written before ivf_codec existed hold IVF-PQ and no ivf_codec/ivf_bits in their params.
+    dim, n = 16, 700
+    x = clustered(n, dim)
+    index = FaissIndex(dim, kind="ivfpq", params={"ivf_min_train": 600, "ivf_codec": "pq", "pq_m": 4, "pq_bits": 4})
+    index.add([f"v{i}" for i in range(n)], x)
+    index.save(tmp_path / "old")
+    manifest = json.loads((tmp_path / "old/manifest.json").read_text())
+    del manifest["params"]["ivf_codec"], manifest["params"]["ivf_bits"]
+    (tmp_path / "old/manifest.json").write_text(json.dumps(manifest))
+    loaded = FaissIndex.load(tmp_path / "old")
+    assert loaded.params.ivf_codec == "pq" and loaded.stats()["pq_m"] == 4 and len(loaded) == n
+
+    # A manifest naming another codec than the file holds is refused with a clear error.
+    manifest["params"]["ivf_codec"] = "rabitq"
+    (tmp_path / "old/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorrupt, match="ivf_codec"):
+        FaissIndex.load(tmp_path / "old")
