@@ -153,18 +153,20 @@ class TextIndex:
     # Lookups from source name / content hash to doc ids, kept beside ``sources`` so that adding
     # many files stays linear (a scan of every source per file is quadratic: hours at 100k reports).
     def _docs_of_source(self) -> dict[str, set[str]]:
-        if getattr(self, "_by_source", None) is None:
-            self._by_source: dict[str, set[str]] = {}
-            for doc_id, r in self.sources.items():
-                self._by_source.setdefault(r.source, set()).add(doc_id)
-        return self._by_source
+        return self._docs_by("source")
 
     def _docs_of_hash(self) -> dict[str, set[str]]:
-        if getattr(self, "_by_hash", None) is None:
-            self._by_hash: dict[str, set[str]] = {}
-            for doc_id, r in self.sources.items():
-                self._by_hash.setdefault(r.content_hash, set()).add(doc_id)
-        return self._by_hash
+        return self._docs_by("content_hash")
+
+    def _docs_by(self, field_name: str) -> dict[str, set[str]]:
+        """{value of the SourceRecord field: doc ids}, built on first use (a loaded index has none yet)."""
+        lookups = self.__dict__.setdefault("_lookups", {})
+        if field_name not in lookups:
+            table: dict[str, set[str]] = {}
+            for doc_id, record in self.sources.items():
+                table.setdefault(getattr(record, field_name), set()).add(doc_id)
+            lookups[field_name] = table
+        return lookups[field_name]
 
     # -- persistence ---------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
