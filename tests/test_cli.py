@@ -52,7 +52,7 @@ def test_ingest_prints_a_summary(cli, tmp_path: Path, home: Path) -> None:
     assert err == ""
     manifest = json.loads((home / "indexes" / "notes" / "manifest.json").read_text())
     assert manifest["embedder"]["name"] == "hashing:256" and manifest["embedder"]["dim"] == 256
-    assert len(list((home / "assets" / "pages").glob("*.png"))) == 2
+    assert len(list((home / "assets" / "pages").glob("*.jpg"))) == 2
 
 
 def test_ingest_again_uses_the_index_embedder_and_skips_unchanged(cli, notes: Path, tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def read_pdf(
 
     Figures (images, captioned drawings, captioned areas of page scans) are
     found on every page with the caption linked to them (``Page.figures``);
-    with ``figures_dir`` each is also saved there as a PNG.
+    with ``figures_dir`` each is also saved there as a JPEG.
     """
     from medrag.ingest.figures import figure_file_name, find_figures, is_scanned, save_figure
     from medrag.ingest.ocr import make_ocr
@@ -123,7 +123,7 @@ def read_pdf(
                     blocks.append(block)
             thumb = None
             if thumbnails_dir is not None:
-                thumb = _render_thumbnail(page, Path(thumbnails_dir) / f"{doc_id}_p{number:04d}.png", thumbnail_width)
+                thumb = _render_thumbnail(page, Path(thumbnails_dir) / f"{doc_id}_p{number:04d}.jpg", thumbnail_width)
             text_lines = [ln.bbox for lines in lines_by_block for ln in lines]
             figures = find_figures(page, blocks, scanned=number - 1 in scanned, text_lines=text_lines)
             if figures_dir is not None:
@@ -375,11 +375,10 @@ def _block_kind(text: str, lines: list[_Line], body_size: float) -> str:
 
 
 def _render_thumbnail(page: pymupdf.Page, target: Path, width: int) -> str:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    from medrag.ingest.figures import save_pixmap_jpeg
+
     zoom = width / page.rect.width
-    pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
-    pix.save(str(target))
-    return str(target)
+    return save_pixmap_jpeg(page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB), target)
 
 
 def _ocr_page_lines(page: pymupdf.Page, engine, dpi: int) -> list[list[_Line]]:

@@ -17,7 +17,7 @@ from medrag.ingest.pdf import read_pdf
 from medrag.ingest.pipeline import ingest
 from medrag.testing.fakes import HashingEmbedder
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
 CAPTION_BELOW = "Figure 3.1 Long Bone A long bone shown in section with its compact and spongy parts."
 CAPTION_ABOVE = "Fig. 3.2 Osteon The osteon is the structural unit of compact bone."
 CAPTION_DRAWING = "Figure 3.3 Synovial Joint A diagram of a joint capsule."
@@ -92,16 +92,16 @@ def test_captioned_drawings_count_but_boxes_icons_and_rules_do_not(pdf: Path) ->
     assert photo.bbox == pytest.approx((200, 500, 412, 700), abs=0.5)
 
 
-def test_figures_are_saved_as_png_crops_of_their_region(pdf: Path, tmp_path: Path) -> None:
+def test_figures_are_saved_as_jpeg_crops_of_their_region(pdf: Path, tmp_path: Path) -> None:
     doc = read_pdf(pdf, figures_dir=tmp_path / "figures")
     figures = [f for p in doc.pages for f in p.figures]
     paths = [Path(f.image_path) for f in figures]
     assert [p.name for p in paths] == [
-        f"{doc.doc_id}_p0001_f01.png", f"{doc.doc_id}_p0001_f02.png",
-        f"{doc.doc_id}_p0002_f01.png", f"{doc.doc_id}_p0002_f02.png",
+        f"{doc.doc_id}_p0001_f01.jpg", f"{doc.doc_id}_p0001_f02.jpg",
+        f"{doc.doc_id}_p0002_f01.jpg", f"{doc.doc_id}_p0002_f02.jpg",
     ]
     for figure, path in zip(figures, paths):
-        assert path.read_bytes()[:8] == PNG_MAGIC
+        assert path.read_bytes()[:3] == JPEG_MAGIC
         pix = pymupdf.Pixmap(str(path))
         width, height = figure.bbox[2] - figure.bbox[0], figure.bbox[3] - figure.bbox[1]
         assert pix.width / pix.height == pytest.approx(width / height, rel=0.03)

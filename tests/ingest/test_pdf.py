@@ -121,7 +121,7 @@ def test_thumbnails(book: Path, tmp_path: Path) -> None:
     doc = read_pdf(book, thumbnails_dir=thumbs, thumbnail_width=120)
     for page in doc.pages:
         path = Path(page.thumbnail_path)
-        assert path == thumbs / f"{doc.doc_id}_p{page.number:04d}.png"
+        assert path == thumbs / f"{doc.doc_id}_p{page.number:04d}.jpg"
         pix = pymupdf.Pixmap(str(path))
         assert pix.width == 120
     assert all(p.thumbnail_path is None for p in read_pdf(book).pages)

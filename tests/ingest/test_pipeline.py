@@ -62,13 +62,13 @@ def test_ingest_creates_index_and_page_thumbnails(tmp_path: Path, settings, embe
     assert index.settings["chunking"] == {"max_words": 120, "overlap_sentences": 1}
 
     thumbs_dir = settings.home / "assets" / "pages"
-    thumbs = sorted(thumbs_dir.glob("*.png"))
-    assert [t.name for t in thumbs] == [f"{record.doc_id}_p0001.png", f"{record.doc_id}_p0002.png"]
+    thumbs = sorted(thumbs_dir.glob("*.jpg"))
+    assert [t.name for t in thumbs] == [f"{record.doc_id}_p0001.jpg", f"{record.doc_id}_p0002.jpg"]
     for thumb in thumbs:
-        assert thumb.read_bytes()[:8] == PNG_MAGIC
+        assert thumb.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
         assert pymupdf.Pixmap(str(thumb)).width == 300
     for chunk in index.chunks.values():
-        assert chunk.metadata["thumbnail"] == str(thumbs_dir / f"{record.doc_id}_p{chunk.page:04d}.png")
+        assert chunk.metadata["thumbnail"] == str(thumbs_dir / f"{record.doc_id}_p{chunk.page:04d}.jpg")
 
 
 def test_reingesting_the_same_file_is_unchanged_and_embeds_nothing(tmp_path: Path, settings, embedder, store) -> None:

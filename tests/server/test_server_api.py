@@ -102,8 +102,8 @@ def test_ask_json_answers_with_citations_and_page_thumbnails(client):
     assert cited["page_size"] == [612.0, 792.0]  # to place the bbox on the thumbnail
     assert "compact bone" in cited["passage"].lower()
     thumb = client.get(f"/v1/assets/{cited['assets']['thumbnail']}")
-    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
-    assert thumb.content.startswith(b"\x89PNG")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.content.startswith(b"\xff\xd8\xff")
     turns = client.get("/v1/threads/t-1").json()["turns"]
     assert [t["question"] for t in turns] == ["What is compact bone?"]
 
