@@ -29,6 +29,7 @@ to route a query image to the cases of its own modality.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -115,12 +116,12 @@ def detect_modality(image, model_folder: str | Path | None = None) -> tuple[str,
 # --- a trained classifier: modality and plane from image statistics ------------------------
 
 CLASSIFIER_KIND = "medrag.modality-classifier"
-CLASSIFIER_VERSION = 2
-STATISTICS = "image_statistics_v2"
+CLASSIFIER_VERSION = 3  # 3: image_statistics_v3 (v2 folders fail to load with "train it again")
+STATISTICS = "image_statistics_v3"
 HISTOGRAM_BINS = 32
 THUMBNAIL = 16
 MAX_SIDE = 512  # statistics are measured on the image shrunk to at most this side: bounded cost, same look
-C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 CV_FOLDS = 5
 
 
@@ -154,6 +155,94 @@ def _spread(values: np.ndarray) -> list[float]:
     return [float(values.mean()), float(np.median(values)), float(np.percentile(values, 90))] if values.size > 10 else [0.0, 0.0, 0.0]
 
 
+def _body_mask(x: np.ndarray) -> np.ndarray:
+    """The largest bright-enough region, holes filled: the body (or the whole image when nothing stands out)."""
+    from scipy import ndimage
+
+    mask = ndimage.binary_opening(x > float(x.min()) + 0.06, iterations=2)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.ones(x.shape, dtype=bool)
+    sizes = ndimage.sum(mask, labels, range(1, n + 1))
+    return ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+
+
+PROFILE_DEPTHS = (1, 2, 3, 4, 6, 8, 11, 15, 20, 26)  # pixels inside the body outline, on the 256 px square
+
+
+def _depth_profile(x: np.ndarray, body: np.ndarray) -> list[float]:
+    """Grey level (relative to the body's median), saturated and near-black shares at depths inside the body outline.
+
+    The layers under the skin differ: on CT a saturated skull or dark subcutaneous fat, on MR bright
+    fat over a dark cortical-bone band. Zeros when the body fills the frame (no outline to measure from).
+    """
+    from scipy import ndimage
+
+    if body.all() or body.sum() < 50:
+        return [0.0] * (3 * (len(PROFILE_DEPTHS) - 1) + 1)
+    depth = ndimage.distance_transform_edt(body)
+    median = float(np.median(x[body])) + 0.02
+    out = []
+    for a, b in itertools.pairwise(PROFILE_DEPTHS):
+        values = x[(depth >= a) & (depth < b)]
+        out += [values.mean() / median, np.mean(values >= 0.97), np.mean(values <= 0.12)] if values.size > 5 else [0.0, 0.0, 0.0]
+    return out + [float(np.mean(np.concatenate([body[0], body[-1], body[:, 0], body[:, -1]])))]
+
+
+def _bright_and_dark_structures(x: np.ndarray, body: np.ndarray) -> list[float]:
+    """Share of bright (>= 0.9, >= 0.97) and near-black (<= 0.05, <= 0.15) pixels in the body, how many survive one
+    and two erosions (thin cortical bone vs solid areas) and how fragmented the bright ones are."""
+    from scipy import ndimage
+
+    area = max(1, int(body.sum()))
+    out = []
+    for t in (0.9, 0.97):
+        bright = (x >= t) & body
+        n = int(bright.sum())
+        count = ndimage.label(bright)[1]
+        out += [n / area, ndimage.binary_erosion(bright).sum() / max(1, n), ndimage.binary_erosion(bright, iterations=2).sum() / max(1, n),
+                np.log1p(count), np.log1p(count) - np.log1p(n)]
+    for t in (0.05, 0.15):
+        dark = (x <= t) & body
+        n = int(dark.sum())
+        out += [n / area, ndimage.binary_erosion(dark).sum() / max(1, n), ndimage.binary_erosion(dark, iterations=2).sum() / max(1, n)]
+    return out + [float(body.mean())]
+
+
+def _noise(x: np.ndarray, body: np.ndarray) -> list[float]:
+    """Residual to a 3x3 median in the body and in the background, background level and spread, and a histogram of
+    the local coefficient of variation in the body (CT noise is even and additive; MR grain scales with the signal)."""
+    from scipy import ndimage
+
+    residual = np.abs(x - ndimage.median_filter(x, 3))
+    background = ~ndimage.binary_dilation(body, iterations=3)
+    out: list[float] = []
+    for where in (body, background):
+        v = residual[where]
+        out += [v.mean(), np.median(v), np.percentile(v, 90), np.mean(v > 0.02)] if v.size > 20 else [0.0] * 4
+    v = x[background]
+    out += [v.std(), v.mean()] if v.size > 20 else [0.0, 0.0]
+    mean = ndimage.uniform_filter(x, 5)
+    sd = np.sqrt(np.maximum(ndimage.uniform_filter(x * x, 5) - mean * mean, 0.0))
+    cv = sd[body] / (mean[body] + 0.02)
+    return out + list(np.histogram(cv, bins=8, range=(0.0, 0.8))[0] / max(1, cv.size))
+
+
+def _cooccurrence(x: np.ndarray, body: np.ndarray, levels: int = 8, distances: Sequence[int] = (1, 4)) -> np.ndarray:
+    """The symmetric grey-level co-occurrence matrix itself (8 levels, inside the body, right and down neighbours):
+    which grey levels touch which (on CT saturated bone borders grey tissue; on MR bright fat borders black bone)."""
+    q = np.minimum((x * levels).astype(int), levels - 1)
+    upper = np.triu_indices(levels)
+    out = []
+    for d in distances:
+        m = np.zeros((levels, levels))
+        for a, b, ok in ((q[:, :-d], q[:, d:], body[:, :-d] & body[:, d:]), (q[:-d], q[d:], body[:-d] & body[d:])):
+            np.add.at(m, (a[ok], b[ok]), 1)
+        m = m + m.T
+        out.append(m[upper] / max(1.0, m.sum()))
+    return np.concatenate(out)
+
+
 def image_statistics(image) -> np.ndarray:
     """Features of one image (PIL image or MedicalImage) that tell modalities and planes apart.
 
@@ -163,8 +252,11 @@ def image_statistics(image) -> np.ndarray:
     and corner means, mostly-dark rows and columns, log aspect and size, a mean-centred
     16x16 thumbnail (an axial slice is round, a sagittal one tall). Texture: gradient and
     Laplacian statistics at three scales (noise grain differs between CT and MR), local
-    binary patterns and grey-level co-occurrence properties. Last: colour (channel spread),
-    so photographs separate from grey scans.
+    binary patterns and grey-level co-occurrence properties. Added in v3 (on the body, the
+    largest bright region): grey level and saturated / near-black shares against depth under
+    the body outline, bright and dark structures and how thin they are, noise residuals and
+    local coefficient of variation, the 8-level co-occurrence matrix itself. Last: colour
+    (channel spread), so photographs separate from grey scans.
     """
     from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 
@@ -216,6 +308,11 @@ def image_statistics(image) -> np.ndarray:
         parts.append(np.bincount(values.astype(int), minlength=points + 2)[: points + 2] / values.size)
     co = graycomatrix((_square(g, 256) * 31.99).astype(np.uint8), [1, 3], [0, np.pi / 2], levels=32, symmetric=True, normed=True)
     parts.append(np.concatenate([graycoprops(co, p).ravel() for p in ("contrast", "homogeneity", "energy", "correlation", "dissimilarity")]))
+    # v3: structure under the body outline, bright/dark structures, noise, co-occurrence (see the helpers).
+    x256, x128 = _square(g, 256), _square(g, 128)
+    body256, body128 = _body_mask(x256), _body_mask(x128)
+    parts += [_depth_profile(x256, body256), _bright_and_dark_structures(x256, body256), _noise(x128, body128),
+              _cooccurrence(x256, body256)]
     thumb = _square(g, THUMBNAIL).ravel()
     parts += [thumb - thumb.mean(), [colour]]
     out = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
