@@ -105,7 +105,7 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="PDFs, .obo ontologies, JSONL/CSV records, IU XML or .txt reports, image folders or DICOM files; or folders of them")],
     index: Annotated[str, typer.Option("--index", "-i", help="index name (created if new)")],
     embedder: Annotated[Optional[str], typer.Option(help="embedder: packaged name, local path, hub id, or hashing:DIM")] = None,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable files instead of stopping")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad/--strict", help="skip unreadable files, list them and exit 3 (default), or stop at the first one, writing nothing (--strict)")] = True,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     id_field: Annotated[Optional[str], typer.Option(help="JSONL/CSV: field holding the record id")] = None,
     text_field: Annotated[Optional[list[str]], typer.Option(help="JSONL/CSV: text field(s), one chunk set each")] = None,

@@ -231,17 +231,18 @@ def _unsupported(tmp_path: Path) -> Path:
 def test_bad_ingest_fails_and_leaves_the_index_unchanged(cli, notes: Path, tmp_path: Path, make, needle: str) -> None:
     before = tree_digest(notes)
     bad = make(tmp_path)
-    code, out, err = cli("ingest", bad, "--index", "notes", "--no-progress")
+    code, out, err = cli("ingest", bad, "--index", "notes", "--strict", "--no-progress")
     assert code == 2
     assert out == ""
     assert_one_line_error(err, needle, bad.name)
     assert tree_digest(notes) == before
 
 
-def test_skip_bad_reports_skipped_files_and_exits_3(cli, notes: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", [[], ["--skip-bad"]], ids=["default", "explicit"])
+def test_bad_files_are_skipped_reported_and_exit_3_by_default(cli, notes: Path, tmp_path: Path, flag: list[str]) -> None:
     good = write_medical_pdf(tmp_path / "marrow.pdf", ("marrow",))
     bad = _corrupt(tmp_path)
-    code, out, err = cli("ingest", good, bad, "--index", "notes", "--skip-bad", "--no-progress")
+    code, out, err = cli("ingest", good, bad, "--index", "notes", *flag, "--no-progress")
     assert code == 3
     assert "1 added" in out and "1 failed" in out and "(6 in all)" in out
     skipped = [ln for ln in err.splitlines() if ln.startswith("skipped ")]

@@ -47,7 +47,7 @@ def index_build(
 def index_add(
     name: Annotated[str, typer.Argument(help="an existing index")],
     paths: Annotated[list[Path], typer.Argument(help="files or folders to add")],
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable files instead of stopping")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad/--strict", help="skip unreadable files, list them and exit 3 (default), or stop at the first one, writing nothing (--strict)")] = True,
     id_field: Annotated[Optional[str], typer.Option(help="JSONL/CSV: field holding the record id")] = None,
     text_field: Annotated[Optional[list[str]], typer.Option(help="JSONL/CSV: text field(s)")] = None,
     title_field: Annotated[Optional[str], typer.Option(help="JSONL/CSV: field holding the title")] = None,
