@@ -187,10 +187,10 @@ def _pg_server_pss(pgdata: Path) -> int:
 
 
 PG_INDEXES = {
-    "hnsw": "medrag's store index_type='hnsw': m 16, ef_construction 64 (pgvector defaults), grown row by row during COPY; search ef_search 40",
+    "hnsw": "medrag's store index_type='hnsw': m 16, ef_construction 64 (pgvector defaults), grown row by row during COPY; search ef_search --pg-ef-search (40)",
     "hnsw-after-load": "rows COPYed into medrag's store without an index, then CREATE INDEX USING hnsw (vector_ip_ops) WITH (m 16, "
     "ef_construction 64), maintenance_work_mem max(1 GB, 3 KB per row) so the graph is built in memory, 1 parallel maintenance "
-    "worker; searched through the store with ef_search 40",
+    "worker; searched through the store with ef_search --pg-ef-search (40)",
     "flat": "no ANN index: exact sequential scan (medrag's store index_type='flat')",
 }
 
@@ -277,8 +277,9 @@ def run_case(store: str, n: int, workdir: Path, opts: dict) -> None:
         from medrag.index.pgvector_store import EMBEDDED, PgvectorStore
 
         kind = opts["pg_index"]
-        index = PgvectorStore(DIM, uri=EMBEDDED + str(pgdata), index_type="hnsw" if kind == "hnsw" else "flat")
-        out["index"] = {"type": kind, "engine": "embedded PostgreSQL (pgserver) + pgvector", "batch": batch, "params": PG_INDEXES[kind]}
+        index = PgvectorStore(DIM, uri=EMBEDDED + str(pgdata), index_type="hnsw" if kind == "hnsw" else "flat", ef_search=opts["pg_ef_search"])
+        out["index"] = {"type": kind, "engine": "embedded PostgreSQL (pgserver) + pgvector", "batch": batch, "params": PG_INDEXES[kind],
+                        "ef_search": opts["pg_ef_search"] if kind != "flat" else None}
     out["open_s"] = round(time.perf_counter() - t0, 3)
     rss_open = rss_bytes()  # after the engine started (milvus-lite's server threads, PostgreSQL's connection)
     out["rss_engine_bytes"] = int(rss_open - rss0)
@@ -409,7 +410,8 @@ def run_case_in_child(store: str, n: int, workdir: Path, data_dir: Path, args, p
     case_dir = Path(tempfile.mkdtemp(prefix=f"medrag-scale-{store}-{n}-"))
     case_dir.chmod(0o755)  # as root, the embedded PostgreSQL runs as another user who must enter it
     opts = {"data_dir": str(data_dir), "threads": args.threads, "batch": args.batch, "latency_queries": args.latency_queries,
-            "search_budget_s": args.search_budget_s, "milvus_index": args.milvus_index, "pg_index": pg_index}
+            "search_budget_s": args.search_budget_s, "milvus_index": args.milvus_index, "pg_index": pg_index,
+            "pg_ef_search": args.pg_ef_search}
     limit = max(30.0, min(args.case_timeout_s, deadline - time.time()))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_case", store, str(n), str(case_dir), json.dumps(opts)]
     started = time.time()
@@ -547,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-index", default="hnsw-after-load", choices=list(PG_INDEXES), help="pgvector index up to --pg-hnsw-max vectors")
     parser.add_argument("--pg-hnsw-max", type=int, default=200_000)
     parser.add_argument("--pg-index-large", default="flat", choices=list(PG_INDEXES), help="pgvector index above --pg-hnsw-max")
+    parser.add_argument("--pg-ef-search", type=int, default=40, help="pgvector HNSW: hnsw.ef_search of the searches (pgvector's default 40)")
     parser.add_argument("--case-timeout-s", type=float, default=900.0, help="time limit of one (store, size) case")
     parser.add_argument("--budget-min", type=float, default=45.0, help="the whole run stops starting/continuing cases after this")
     parser.add_argument("--deadline-utc", help="HH:MM (UTC): also stop by then (a run queued behind a lock keeps its end time)")

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 FORMAT = "medrag.pgvector"
 DSN_ENV = "MEDRAG_PG_DSN"
 EMBEDDED = "embedded:"  # URI prefix of the embedded server: embedded:/path/to/pgdata
+# hnsw.ef_search: candidates the graph walk keeps. pgvector's default 40 serves 100k rows (recall@10
+# 0.995 in tools/bench_scale.py) but not 1M (0.67): large tables need more (recipe: hnsw_ef_search).
+DEFAULT_EF_SEARCH = 40
+MAX_EF_SEARCH = 1000  # pgvector's upper limit
 INDEX_TYPES = ("flat", "hnsw")
 _servers: dict[str, Any] = {}
 
@@ -139,6 +143,7 @@ class PgvectorStore:
         embedder: EmbedderInfo | None = None,
         overwrite: bool = False,
         index_type: str = "flat",
+        ef_search: int = DEFAULT_EF_SEARCH,
         _generation: int = 0,
         _open: bool = False,
     ) -> None:
@@ -153,6 +158,9 @@ class PgvectorStore:
             raise InputError(f"table name {self.table!r}: use lower-case letters, digits and '_'")
         self.embedder = embedder
         self.index_type = index_type
+        if not isinstance(ef_search, int) or isinstance(ef_search, bool) or not 1 <= ef_search <= MAX_EF_SEARCH:
+            raise InputError(f"pgvector ef_search must be an integer from 1 to {MAX_EF_SEARCH}, got {ef_search!r}")
+        self.ef_search = ef_search
         self._generation = _generation
         self.created = utc_now()
         self._conn = connect(self.uri)
@@ -269,7 +277,7 @@ class PgvectorStore:
         results = []
         with self._conn.transaction():
             if self.index_type == "hnsw":  # the graph walk returns at most ef_search rows before filtering
-                self._conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * k))}")
+                self._conn.execute(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, min(MAX_EF_SEARCH, 2 * k))}")
             for row in q:
                 text = _vector_text(row)
                 rows = self._conn.execute(sql, [text, *params, text, k]).fetchall()
@@ -290,7 +298,7 @@ class PgvectorStore:
         return external.base_manifest(
             FORMAT, dim=self._dim, uri=self.uri, table=self.table, generation=self._generation,
             count=len(self), embedder=self.embedder, created=self.created,
-        ) | {"index_type": self.index_type}
+        ) | {"index_type": self.index_type, "ef_search": self.ef_search}
 
     def save(self, path: str | Path) -> None:
         """Commit what was written since the last save and write the folder that points at the table."""
@@ -313,7 +321,7 @@ class PgvectorStore:
             uri = os.environ.get(DSN_ENV)
         self = cls(
             int(manifest["dim"]), uri=uri or saved_uri, table=str(manifest["table"]), embedder=stored,
-            index_type=str(manifest.get("index_type", "flat")), _generation=int(manifest["generation"]), _open=True,
+            index_type=str(manifest.get("index_type", "flat")), ef_search=int(manifest.get("ef_search", DEFAULT_EF_SEARCH)), _generation=int(manifest["generation"]), _open=True,
         )
         if not self._exists():
             raise IndexNotFound(f"{folder}: table {self.table!r} is gone from {external.redact_uri(self.uri)}; re-ingest to rebuild it")

@@ -95,9 +95,14 @@ class PgvectorKind:
     ):
         from medrag.index.pgvector_store import PgvectorStore, default_uri
 
+        from medrag.index.pgvector_store import DEFAULT_EF_SEARCH
+
+        params = dict(params or {})
+        ef_search = params.pop("hnsw_ef_search", DEFAULT_EF_SEARCH)  # the one ANN parameter pgvector shares with FAISS
         index_type = _external_kind("pgvector", kind, params, {"flat": "flat", "auto": "flat", "hnsw": "hnsw"})
         return PgvectorStore(
-            dim, uri=uri or default_uri(home), table=_table_for(index_name, home), embedder=embedder, overwrite=True, index_type=index_type
+            dim, uri=uri or default_uri(home), table=_table_for(index_name, home), embedder=embedder, overwrite=True,
+            index_type=index_type, ef_search=ef_search,
         )
 
     @staticmethod

@@ -143,3 +143,27 @@ def test_text_index_on_pgvector(pg_uri, tmp_path, medical_pdf):
     assert hits and all(h.metadata["page"] == 2 for h in hits)
     again = ingest([medical_pdf], index_name="book", embedder=embedder, settings=settings)
     assert again.unchanged == ["anatomy.pdf"] and again.total_chunks == report.total_chunks
+
+
+def test_ef_search_is_kept_used_and_checked(pg_uri, tmp_path):
+    store = PgvectorStore(16, uri=pg_uri, embedder=EMB, index_type="hnsw", ef_search=200)
+    store.add([f"v{i}" for i in range(50)], unit_vectors(50, 16))
+    store.save(tmp_path / "idx")
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["ef_search"] == 200
+    loaded = PgvectorStore.load(tmp_path / "idx")
+    assert loaded.ef_search == 200
+    seen = []
+    execute = loaded._conn.execute
+    loaded._conn.execute = lambda sql, *a, **kw: (seen.append(sql), execute(sql, *a, **kw))[1]
+    loaded.search(unit_vectors(1, 16), k=5)
+    assert "SET LOCAL hnsw.ef_search = 200" in seen
+    for bad in (0, 1001, "100", True):
+        with pytest.raises(InputError, match="ef_search"):
+            PgvectorStore(16, uri=pg_uri, index_type="hnsw", ef_search=bad)
+
+
+def test_recipe_hnsw_ef_search_reaches_the_store(pg_uri):
+    from medrag.index.stores import PgvectorKind
+
+    store = PgvectorKind.create(16, embedder=EMB, index_name="efs", uri=pg_uri, kind="hnsw", params={"hnsw_ef_search": 120})
+    assert (store.index_type, store.ef_search) == ("hnsw", 120)
