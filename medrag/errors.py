@@ -33,6 +33,11 @@ class SourceFileError(InputError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def failure_reason(exc: Exception) -> str:
+    """Why a file was skipped, without its path (reports and logs put the path in front already)."""
+    return exc.reason if isinstance(exc, SourceFileError) else str(exc)
+
+
 class ConfigError(MedragError):
     """Settings or a recipe are invalid."""
 

@@ -247,6 +247,7 @@ def test_bad_files_are_skipped_reported_and_exit_3_by_default(cli, notes: Path, 
     assert "1 added" in out and "1 failed" in out and "(6 in all)" in out
     skipped = [ln for ln in err.splitlines() if ln.startswith("skipped ")]
     assert len(skipped) == 1 and "broken.pdf" in skipped[0] and "corrupt" in skipped[0]
+    assert skipped[0].count("broken.pdf") == 1  # the path once, then the reason
 
 
 def test_usage_error_exits_non_zero_without_traceback(cli, home: Path) -> None:

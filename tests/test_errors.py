@@ -102,3 +102,10 @@ def test_require_names_the_module_when_no_package_is_given():
     with pytest.raises(MissingExtra, match="'medrag_definitely_missing_module'") as info:
         require("medrag_definitely_missing_module", extra="llm", purpose="Generation")
     assert info.value.package == "medrag_definitely_missing_module"
+
+
+def test_failure_reason_leaves_the_path_to_the_caller() -> None:
+    from medrag.errors import InputError, SourceFileError, failure_reason
+
+    assert failure_reason(SourceFileError("/data/a.pdf", "corrupt or unreadable PDF")) == "corrupt or unreadable PDF"
+    assert failure_reason(InputError("duplicate id 'x'")) == "duplicate id 'x'"

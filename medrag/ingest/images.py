@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from medrag.errors import InputError, MedragError, SourceFileError
+from medrag.errors import InputError, MedragError, SourceFileError, failure_reason
 from medrag.index.image_index import ImageIndex, ImageIndexStore, ImageRecord
 from medrag.storage import iter_json_lines
 
@@ -210,8 +210,8 @@ def ingest_images(
         except MedragError as exc:
             if not skip_bad:
                 raise
-            log.warning("skipping %s: %s", item.path, exc)
-            report.failed.append((str(item.path), str(exc)))
+            log.warning("skipping %s: %s", item.path, failure_reason(exc))
+            report.failed.append((str(item.path), failure_reason(exc)))
             continue
         if (record.image_id, record.content_hash) in known:
             report.unchanged.append(record.source)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from medrag.config import Settings
 from medrag.embed.base import TextEmbedder
-from medrag.errors import InputError, MedragError, SourceFileError
+from medrag.errors import InputError, MedragError, SourceFileError, failure_reason
 import medrag.ingest.ontology  # noqa: F401  (registers the .obo reader)
 import medrag.ingest.records  # noqa: F401  (registers the .jsonl and .csv readers)
 import medrag.ingest.reports  # noqa: F401  (registers the .xml and .txt report readers)
@@ -277,8 +277,8 @@ def ingest(
         except MedragError as exc:
             if not skip_bad:
                 raise
-            log.warning("skipping %s: %s", path, exc)
-            report.failed.append((str(path), str(exc)))
+            log.warning("skipping %s: %s", path, failure_reason(exc))
+            report.failed.append((str(path), failure_reason(exc)))
             continue
         attach_thumbnails(doc, chunks)
         pending.append((doc, chunks, doc.source in known_sources))

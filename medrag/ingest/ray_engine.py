@@ -29,7 +29,7 @@ import numpy as np
 
 from medrag.config import Settings
 from medrag.embed.base import TextEmbedder
-from medrag.errors import ConfigError, InputError, MedragError, require
+from medrag.errors import ConfigError, InputError, MedragError, failure_reason, require
 from medrag.index.text_index import IndexStore, SourceRecord, embedding_text
 from medrag.ingest.pipeline import (
     IngestReport,
@@ -71,9 +71,9 @@ def parse_file(row: dict[str, Any], settings: Settings, mapping: Any = None) -> 
         chunks = chunk_for(doc, settings)
         attach_thumbnails(doc, chunks)
     except MedragError as exc:
-        return [{**base, "error": str(exc)}]
+        return [{**base, "error": failure_reason(exc)}]
     except Exception as exc:  # a reader bug on one odd file must not stop a library-sized run
-        return [{**base, "error": f"{path}: {type(exc).__name__}: {exc}"}]
+        return [{**base, "error": f"{type(exc).__name__}: {exc}"}]
     doc_json = json.dumps(source_record(doc).to_dict(), ensure_ascii=False)
     if not chunks:
         return [{**base, "doc": doc_json}]
