@@ -290,8 +290,8 @@ def image_statistics(image) -> np.ndarray:
     inner = x[1:-1, 1:-1] if min(h, w) > 2 else x[:1, :1]
     texture += _spread(lap_full[dark[1:-1, 1:-1]] if min(h, w) > 2 else lap_full.ravel())
     texture += _spread(lap_full[inner > lo + 0.1]) + _spread(lap_full.ravel())
-    for n in (64, 128, 256):
-        sq = _square(g, n)
+    squares = {n: _square(g, n) for n in (64, 128, 256)}  # each size resized once, used by several features
+    for sq in squares.values():
         gx, gy = np.diff(sq, axis=1), np.diff(sq, axis=0)
         lap = np.abs(4 * sq[1:-1, 1:-1] - sq[:-2, 1:-1] - sq[2:, 1:-1] - sq[1:-1, :-2] - sq[1:-1, 2:])
         mask = sq[1:-1, 1:-1] > lo + 0.06
@@ -300,16 +300,16 @@ def image_statistics(image) -> np.ndarray:
         magnitude = np.hypot(gx[:-1, :], gy[:, :-1]).ravel()
         texture += list(np.histogram(magnitude, bins=8, range=(0.0, 0.5))[0] / magnitude.size)
     parts.append(texture)
-    s128 = (_square(g, 128) * 255).astype(np.uint8)
+    s128 = (squares[128] * 255).astype(np.uint8)
     body = s128 > int(lo * 255) + 15
     for points, radius in ((8, 1), (8, 2)):
         codes = local_binary_pattern(s128, points, radius, method="uniform")
         values = codes[body] if body.sum() > 10 else codes.ravel()
         parts.append(np.bincount(values.astype(int), minlength=points + 2)[: points + 2] / values.size)
-    co = graycomatrix((_square(g, 256) * 31.99).astype(np.uint8), [1, 3], [0, np.pi / 2], levels=32, symmetric=True, normed=True)
+    co = graycomatrix((squares[256] * 31.99).astype(np.uint8), [1, 3], [0, np.pi / 2], levels=32, symmetric=True, normed=True)
     parts.append(np.concatenate([graycoprops(co, p).ravel() for p in ("contrast", "homogeneity", "energy", "correlation", "dissimilarity")]))
     # v3: structure under the body outline, bright/dark structures, noise, co-occurrence (see the helpers).
-    x256, x128 = _square(g, 256), _square(g, 128)
+    x256, x128 = squares[256], squares[128]
     body256, body128 = _body_mask(x256), _body_mask(x128)
     parts += [_depth_profile(x256, body256), _bright_and_dark_structures(x256, body256), _noise(x128, body128),
               _cooccurrence(x256, body256)]
@@ -669,21 +669,29 @@ def evaluate_modality_classifier(classifier: ModalityClassifier, samples) -> dic
     return out
 
 
-def load_medpix_modality_samples(folder: str | Path) -> list[tuple[str, str, str | None, str]]:
-    """(image path, modality, plane, case id) of every MedPix image present (modality from modality_type)."""
-    from medrag.ingest.images import normalise_modality
+def _listed_images(folder: str | Path, listing_name: str, example: str):
+    """(folder, row) for each row of FOLDER/LISTING_NAME whose ``file`` exists in the folder."""
     from medrag.storage import iter_json_lines
 
     folder = Path(folder).expanduser()
-    listing = folder / "images.jsonl"
+    listing = folder / listing_name
     if not listing.is_file():
-        raise InputError(f"{listing} not found: pass the MedPix folder (e.g. ../shared/data/medpix)")
-    samples = []
+        raise InputError(f"{listing} not found: pass {example}")
     with listing.open(encoding="utf-8") as lines:
         for _, row in iter_json_lines(lines, listing):
-            modality = normalise_modality(row.get("modality_type") or row.get("modality"))
-            if row.get("file") and modality and (folder / row["file"]).is_file():
-                samples.append((str(folder / row["file"]), modality, (row.get("plane") or "").lower() or None, str(row.get("case_id"))))
+            if row.get("file") and (folder / row["file"]).is_file():
+                yield folder, row
+
+
+def load_medpix_modality_samples(folder: str | Path) -> list[tuple[str, str, str | None, str]]:
+    """(image path, modality, plane, case id) of every MedPix image present (modality from modality_type)."""
+    from medrag.ingest.images import normalise_modality
+
+    samples = []
+    for root, row in _listed_images(folder, "images.jsonl", "the MedPix folder (e.g. ../shared/data/medpix)"):
+        modality = normalise_modality(row.get("modality_type") or row.get("modality"))
+        if modality:
+            samples.append((str(root / row["file"]), modality, (row.get("plane") or "").lower() or None, str(row.get("case_id"))))
     return samples
 
 
@@ -695,17 +703,11 @@ def load_image_folder_samples(folder: str | Path) -> list[tuple[str, str, str | 
     Each image is its own group (the sources are unrelated test files).
     """
     from medrag.ingest.images import normalise_modality
-    from medrag.storage import iter_json_lines
 
-    folder = Path(folder).expanduser()
-    listing = folder / "index.jsonl"
-    if not listing.is_file():
-        raise InputError(f"{listing} not found: pass a folder with index.jsonl (e.g. ../shared/data/images)")
     samples = []
-    with listing.open(encoding="utf-8") as lines:
-        for _, row in iter_json_lines(lines, listing):
-            text = str(row.get("modality") or "")
-            modality = normalise_modality(text) or ("photo" if any(w in text.lower() for w in ("photograph", "fundus")) else None)
-            if row.get("file") and modality and (folder / row["file"]).is_file():
-                samples.append((str(folder / row["file"]), modality, None, f"file:{row['file']}"))
+    for root, row in _listed_images(folder, "index.jsonl", "a folder with index.jsonl (e.g. ../shared/data/images)"):
+        text = str(row.get("modality") or "")
+        modality = normalise_modality(text) or ("photo" if any(w in text.lower() for w in ("photograph", "fundus")) else None)
+        if modality:
+            samples.append((str(root / row["file"]), modality, None, f"file:{row['file']}"))
     return samples
