@@ -93,9 +93,7 @@ class PgvectorKind:
         dim: int, *, embedder: EmbedderInfo | None, index_name: str, home: Any = None, uri: str | None = None,
         kind: str = "flat", params: dict | None = None,
     ):
-        from medrag.index.pgvector_store import PgvectorStore, default_uri
-
-        from medrag.index.pgvector_store import DEFAULT_EF_SEARCH
+        from medrag.index.pgvector_store import DEFAULT_EF_SEARCH, PgvectorStore, default_uri
 
         params = dict(params or {})
         ef_search = params.pop("hnsw_ef_search", DEFAULT_EF_SEARCH)  # the one ANN parameter pgvector shares with FAISS
