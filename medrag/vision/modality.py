@@ -23,7 +23,8 @@ or train a classifier (``medrag images train-modality``) and save it where
 ``ModalityClassifier`` is the trained alternative: modality and plane by multinomial
 logistic regression on image statistics (and, optionally, an image embedder's vectors),
 its L2 strength picked by cross-validation over training cases; image search uses it
-to route a query image to the cases of its own modality.
+to route a query image to the cases of its own modality. ``apply_label_audit`` corrects
+labels an audit found wrong (evals/medpix_label_audit.jsonl) for the tools that ask for it.
 """
 
 from __future__ import annotations
@@ -642,8 +643,12 @@ def _features_of(samples, embedder=None, statistics: bool = True) -> tuple[np.nd
     return np.hstack(columns).astype(np.float32), kept
 
 
-def evaluate_modality_classifier(classifier: ModalityClassifier, samples) -> dict:
-    """Accuracy of modality and of plane (on samples whose plane the head knows), with the majority-class figure."""
+def evaluate_modality_classifier(classifier: ModalityClassifier, samples, labels_as_published: dict[str, str] | None = None) -> dict:
+    """Accuracy of modality and of plane (on samples whose plane the head knows), with the majority-class figure.
+
+    ``labels_as_published`` (image path -> modality), given when the samples' labels were corrected by
+    ``apply_label_audit``, adds ``modality_accuracy_as_labelled``: the same predictions scored against those labels.
+    """
     classifier.setup()
     feats, kept = _features_of(samples, classifier.embedder if classifier.config["features"].get("embedder") else None,
                                _uses_statistics(classifier.config))
@@ -652,6 +657,9 @@ def evaluate_modality_classifier(classifier: ModalityClassifier, samples) -> dic
     out: dict = {"samples": len(samples)}
     truth = [s[1] for s in samples]
     out["modality_accuracy"] = round(float(np.mean([p.modality == t for p, t in zip(predictions, truth)])), 4)
+    if labels_as_published is not None:
+        published = [labels_as_published.get(s[0], s[1]) for s in samples]
+        out["modality_accuracy_as_labelled"] = round(float(np.mean([p.modality == t for p, t in zip(predictions, published)])), 4)
     out["modality_majority"] = round(max(truth.count(m) for m in set(truth)) / len(truth), 4)
     out["per_class"] = {m: {"images": truth.count(m),
                             "recall": round(float(np.mean([p.modality == m for p, t in zip(predictions, truth) if t == m])), 4),
@@ -711,3 +719,51 @@ def load_image_folder_samples(folder: str | Path) -> list[tuple[str, str, str | 
         if modality:
             samples.append((str(root / row["file"]), modality, None, f"file:{row['file']}"))
     return samples
+
+
+def apply_label_audit(samples: Sequence[tuple[str, str, str | None, str]], audit_path: str | Path
+                      ) -> tuple[list[tuple[str, str, str | None, str]], list[str]]:
+    """(samples with audited modalities, image ids changed): corrections from a label-audit file applied to samples.
+
+    The file (e.g. evals/medpix_label_audit.jsonl) holds one JSON object a line: ``image_id``, ``label`` (the
+    published modality, e.g. "CT"), ``corrected`` (a class name: "ct", "mr", "xray", "photo") and a ``reason``.
+    A sample matches by image id = its file's stem. Rows whose image is not among the samples are ignored; a
+    sample whose modality is neither the row's published label nor its correction is left alone with a warning
+    (the data changed since the audit). Samples are (path, modality, plane, group) as the loaders return them.
+    A malformed line is an InputError naming the file and line.
+    """
+    from medrag.errors import SourceFileError
+    from medrag.ingest.images import MODALITY_WORDS, normalise_modality
+    from medrag.storage import iter_json_lines
+
+    path = Path(audit_path).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise SourceFileError(path, "label audit file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceFileError(path, f"cannot read as UTF-8 text: {exc}") from exc
+    classes = set(MODALITY_WORDS.values())
+    corrections: dict[str, tuple[str, str]] = {}
+    for line_no, row in iter_json_lines(lines, path):
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip() for k in ("image_id", "label", "corrected")):
+            raise SourceFileError(f"{path}:{line_no}", 'each line must be an object with non-empty "image_id", "label" and "corrected"')
+        original = normalise_modality(row["label"])
+        if original is None or row["corrected"] not in classes:
+            raise SourceFileError(f"{path}:{line_no}", f'unknown modality: label {row["label"]!r}, corrected {row["corrected"]!r} '
+                                                       f"(corrected must be one of {sorted(classes)})")
+        if row["image_id"] in corrections:
+            raise SourceFileError(f"{path}:{line_no}", f'{row["image_id"]} is listed twice')
+        corrections[row["image_id"]] = (original, row["corrected"])
+    out, applied = [], []
+    for sample in samples:
+        image_id = Path(sample[0]).stem
+        if image_id in corrections:
+            original, corrected = corrections[image_id]
+            if sample[1] == original and corrected != original:
+                sample = (sample[0], corrected, *sample[2:])
+                applied.append(image_id)
+            elif sample[1] != corrected:
+                log.warning("label audit %s: %s is labelled %s, not %s as audited; left as it is", path, image_id, sample[1], original)
+        out.append(sample)
+    return out, applied

@@ -11,6 +11,7 @@ from PIL import Image
 from medrag.errors import InputError, ModelUnavailable
 from medrag.vision.modality import (
     ModalityClassifier,
+    apply_label_audit,
     evaluate_modality_classifier,
     fit_softmax,
     image_statistics,
@@ -143,6 +144,88 @@ def test_errors(tmp_path):
     (tmp_path / "clf" / "weights.npz").write_bytes(b"garbage")
     with pytest.raises(ModelUnavailable, match="differs from the manifest"):
         ModalityClassifier(tmp_path / "clf").predict(Image.new("L", (8, 8)))
+
+
+def _audit(path, *rows) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_label_audit_changes_only_the_listed_images(tmp_path):
+    samples = [("/d/images/MPX1_a.png", "ct", "axial", "MPX1"), ("/d/images/MPX1_b.png", "ct", "axial", "MPX1"),
+               ("/d/images/MPX2_c.png", "mr", None, "MPX2"), ("/d/images/MPX3_d.png", "ct", "coronal", "MPX3")]
+    audit = _audit(tmp_path / "audit.jsonl",
+                   {"image_id": "MPX1_b", "case_id": "MPX1", "label": "CT", "corrected": "mr", "reason": "T2 MR"},
+                   "",
+                   {"image_id": "MPX2_c", "case_id": "MPX2", "label": "MR", "corrected": "ct", "reason": "head CT"},
+                   {"image_id": "MPX3_d", "case_id": "MPX3", "label": "CT", "corrected": "xray", "reason": "radiograph"},
+                   {"image_id": "MPX9_absent", "case_id": "MPX9", "label": "CT", "corrected": "mr", "reason": "not here"})
+    out, applied = apply_label_audit(samples, audit)
+    assert applied == ["MPX1_b", "MPX2_c", "MPX3_d"]  # the absent image is ignored
+    assert out == [samples[0], ("/d/images/MPX1_b.png", "mr", "axial", "MPX1"), ("/d/images/MPX2_c.png", "ct", None, "MPX2"),
+                   ("/d/images/MPX3_d.png", "xray", "coronal", "MPX3")]
+    assert samples[1][1] == "ct"  # the caller's list is not changed
+    # Applied again (labels already corrected) nothing changes; a label that is neither original nor corrected is left alone.
+    assert apply_label_audit(out, audit) == (out, [])
+    other = [("/d/images/MPX1_b.png", "xray", "axial", "MPX1")]
+    assert apply_label_audit(other, audit) == (other, [])
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "invalid JSON"),
+    ('["MPX1_a", "ct"]', "non-empty"),
+    ('{"image_id": "MPX1_a", "label": "CT"}', "non-empty"),
+    ('{"image_id": "MPX1_a", "label": "CT", "corrected": "ultrasound"}', "unknown modality"),
+    ('{"image_id": "MPX1_a", "label": "PET", "corrected": "ct"}', "unknown modality"),
+])
+def test_label_audit_malformed_line_names_file_and_line(tmp_path, line, message):
+    good = {"image_id": "MPX0_z", "label": "CT", "corrected": "mr", "reason": "ok"}
+    audit = _audit(tmp_path / "audit.jsonl", good, line)
+    with pytest.raises(InputError, match=message) as info:
+        apply_label_audit([("/d/MPX1_a.png", "ct", None, "MPX1")], audit)
+    assert f"{audit}:2" in str(info.value)
+    twice = _audit(tmp_path / "twice.jsonl", good, good)
+    with pytest.raises(InputError, match=f"{twice}:2: MPX0_z is listed twice"):
+        apply_label_audit([], twice)
+    with pytest.raises(InputError, match="not found"):
+        apply_label_audit([], tmp_path / "missing.jsonl")
+
+
+def test_the_project_label_audit_matches_the_published_medpix_labels(shared_data):
+    """Each row of evals/medpix_label_audit.jsonl names a MedPix image, with its published modality, and a real change."""
+    from pathlib import Path
+
+    from medrag.ingest.images import normalise_modality
+
+    listing = shared_data / "medpix" / "images.jsonl"
+    if not listing.is_file():
+        pytest.skip(f"MedPix listing not in the shared data ({listing})")
+    published = {row["image_id"]: row for row in map(json.loads, listing.read_text(encoding="utf-8").splitlines()) if row}
+    audit = Path(__file__).resolve().parents[2] / "evals" / "medpix_label_audit.jsonl"
+    rows = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert rows and len({r["image_id"] for r in rows}) == len(rows)
+    for row in rows:
+        assert row["image_id"] in published, row["image_id"]
+        source = published[row["image_id"]]
+        assert (row["case_id"], row["label"]) == (source["case_id"], source["modality_type"]), row["image_id"]
+        assert row["corrected"] in {"ct", "mr", "xray", "photo"} and row["corrected"] != normalise_modality(row["label"])
+        assert row["reason"].strip()
+    samples = load_medpix_modality_samples(shared_data / "medpix")
+    _, applied = apply_label_audit(samples, audit)
+    present = [r["image_id"] for r in rows if published[r["image_id"]].get("file")
+               and (shared_data / "medpix" / published[r["image_id"]]["file"]).is_file()]
+    assert sorted(applied) == sorted(present)
+
+
+def test_evaluation_scores_the_same_predictions_against_the_published_labels(tmp_path):
+    samples = synthetic(tmp_path, n=6)
+    train_modality_classifier(samples, tmp_path / "clf", min_modality_examples=2, c=1.0)
+    clf = ModalityClassifier(tmp_path / "clf")
+    published = {s[0]: s[1] for s in samples}
+    wrong = {samples[0][0]: "mr" if samples[0][1] == "ct" else "ct"}  # as if the audit had corrected one published label
+    figures = evaluate_modality_classifier(clf, samples, {**published, **wrong})
+    assert figures["modality_accuracy"] == 1.0 and figures["modality_accuracy_as_labelled"] == round(1 - 1 / len(samples), 4)
+    assert "modality_accuracy_as_labelled" not in evaluate_modality_classifier(clf, samples)
 
 
 @pytest.mark.slow
