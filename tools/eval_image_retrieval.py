@@ -6,8 +6,18 @@
         # train on all of DIR_A (or DIR_A/medpix), evaluate on all of DIR_B (or DIR_B/medpix); the trained
         # models are cached by the training data's fingerprint (--cache), so a second run reuses them
 
+    python tools/eval_image_retrieval.py --label-audit none ...   # MedPix modality labels as published
+
 The top of the JSON holds the headline figures: image_to_case_recall@10, text_to_image_recall@10,
-chance@10 (of image->same case), modality_accuracy, plane_accuracy, n_images.
+chance@10 (of image->same case), modality_accuracy, modality_accuracy_as_labelled, plane_accuracy, n_images.
+
+Label audit: MedPix modality labels come from case metadata, and some images are of another
+modality than their case's (evals/medpix_label_audit.md). With --label-audit FILE (default:
+evals/medpix_label_audit.jsonl of this project when present; 'none' to disable) the listed images
+get their corrected modality on both sides: the classifiers train on corrected labels and
+modality_accuracy is scored on them; modality_accuracy_as_labelled scores the same predictions
+against the labels as published. label_audit says which file and how many images it changed
+(corrections_applied in all, heldout_corrections among the evaluated images).
 
 Modality (and plane): multinomial logistic regression trained on the training cases (plus the
 labelled radiographs and photographs of --extra-images), three feature sets: image statistics,
@@ -97,6 +107,30 @@ def extra_class_report(train, test, extra, used: dict, statistics: dict) -> dict
     return counts
 
 
+DEFAULT_LABEL_AUDIT = Path(__file__).resolve().parents[1] / "evals" / "medpix_label_audit.jsonl"
+
+
+def audited_samples(train_modality: list, test_modality: list, audit: str | None) -> tuple[list, list, dict, dict]:
+    """(train samples, evaluated samples, published labels by image path, label_audit report) with AUDIT's corrections.
+
+    AUDIT is a label-audit JSONL (see medrag.vision.modality.apply_label_audit), or None / 'none' for the labels
+    as published. Both sides get the corrected labels; the published ones are returned to score against as well.
+    """
+    from medrag.vision.modality import apply_label_audit
+
+    published = {s[0]: s[1] for s in [*train_modality, *test_modality]}
+    audit_file = None if not audit or audit == "none" else str(Path(audit).expanduser())
+    train_applied: list[str] = []
+    test_applied: list[str] = []
+    if audit_file:
+        train_modality, train_applied = apply_label_audit(train_modality, audit_file)
+        test_modality, test_applied = apply_label_audit(test_modality, audit_file)
+    report = {"file": audit_file, "corrections_applied": len(set(train_applied) | set(test_applied)),
+              "heldout_corrections": len(test_applied), "train_corrections": len(train_applied),
+              "corrected_heldout_images": sorted(test_applied)}
+    return list(train_modality), list(test_modality), published, report
+
+
 def medpix_folder(path: str) -> Path:
     """DIR itself when it holds images.jsonl, else DIR/medpix."""
     folder = Path(path).expanduser()
@@ -128,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-images", default="../shared/data/images",
                         help="folder with index.jsonl of labelled images of other modalities (X-ray, photo) added to the "
                              "modality classifier's training; 'none' to leave out")
+    parser.add_argument("--label-audit", default=str(DEFAULT_LABEL_AUDIT) if DEFAULT_LABEL_AUDIT.is_file() else "none",
+                        help="JSONL of corrected MedPix modality labels applied to training and evaluation (default: "
+                             "evals/medpix_label_audit.jsonl when present); 'none' for the labels as published")
     parser.add_argument("--save-modality", help="keep the trained modality classifiers here (one folder per feature set)")
     parser.add_argument("--threads", type=int, help="torch threads (on a busy shared machine 1 can be several times faster than 2)")
     parser.add_argument("--no-progress", action="store_true")
@@ -166,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         test_modality = [s for s in modality_samples if s[3] in held]
         split = f"by case, hash of seed {args.seed}, test fraction {args.test_fraction}"
         overlap = set()
+    train_modality, test_modality, published, label_audit = audited_samples(train_modality, test_modality, args.label_audit)
     extra = []
     if args.extra_images and args.extra_images != "none" and (Path(args.extra_images).expanduser() / "index.jsonl").is_file():
         extra = load_image_folder_samples(args.extra_images)
@@ -174,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"folder": str(data), "pairs": len(pairs), "train_pairs": len(train), "test_pairs": len(test),
                  "train_cases": len({p.group_id for p in train}), "test_cases": len({p.group_id for p in test}),
                  "cases_in_both": len(overlap), "split": split},
+        "label_audit": label_audit,
     }
     tmp = None
     folder = args.model
@@ -182,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.train_data:
             cache = Path(args.cache).expanduser() / training_key(medpix_folder(args.train_data), args)
             folder, modality_folder = str(cache / "retriever"), cache / "modality"
+            if label_audit["train_corrections"]:  # classifiers trained on audited labels are cached apart
+                import hashlib
+
+                modality_folder = cache / f"modality-audit-{hashlib.sha256(Path(label_audit['file']).read_bytes()).hexdigest()[:12]}"
         else:
             tmp = tempfile.TemporaryDirectory()
             folder = args.save or str(Path(tmp.name) / "model")
@@ -217,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "cv_plane_accuracy": model.get("cv_accuracy", {}).get("plane", {}).get(str(model.get("C_plane"))),
             "train_images": classifier.config["data"]["samples"], "train_classes": classifier.config["data"]["modalities"],
             "left_out_too_few": classifier.config["data"].get("left_out_too_few", {}),
-            **evaluate_modality_classifier(classifier, test_modality), "seconds": round(time.perf_counter() - started, 1)}
+            **evaluate_modality_classifier(classifier, test_modality, published), "seconds": round(time.perf_counter() - started, 1)}
     figures = result["modality_variants"]
     used = max(figures, key=lambda v: figures[v]["cv_modality_accuracy"] or 0.0)
     plane_used = max(figures, key=lambda v: figures[v]["cv_plane_accuracy"] or 0.0)
@@ -253,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "text_to_image_chance@10": result["heldout"]["text_to_image"]["chance@10"],
         "pixel_baseline_image_to_case_recall@10": result["pixel_baseline_heldout"]["image_to_same_case"]["recall@10"],
         "modality_accuracy": result["modality"]["modality_accuracy"],
+        "modality_accuracy_as_labelled": result["modality"]["modality_accuracy_as_labelled"],
         "modality_majority": result["modality"]["modality_majority"],
         "plane_accuracy": stats.get("plane_accuracy"),
         "plane_majority": stats.get("plane_majority"),
@@ -269,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"image_to_same_case R@10 {same_case['recall@10']:.3f} (chance {same_case['chance@10']:.3f}, "
           f"pixel baseline {result['pixel_baseline_heldout']['image_to_same_case']['recall@10']:.3f}, {same_case['queries']} queries)")
     for variant, figures in result["modality_variants"].items():
-        print(f"{variant}: modality accuracy {figures['modality_accuracy']:.3f} (majority {figures['modality_majority']:.3f}), "
+        print(f"{variant}: modality accuracy {figures['modality_accuracy']:.3f} (as labelled {figures['modality_accuracy_as_labelled']:.3f}, "
+              f"majority {figures['modality_majority']:.3f}), "
               f"plane accuracy {figures.get('plane_accuracy')} (majority {figures.get('plane_majority')}), {figures['samples']} images")
     print(f"wrote {out}")
     if tmp is not None:

@@ -1,0 +1,48 @@
+"""tools/eval_image_retrieval.py: the label audit it applies (--label-audit) and what it reports about it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from medrag.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tools" / "eval_image_retrieval.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("eval_image_retrieval", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_audit_corrects_both_sides_and_counts_the_heldout_corrections(tool, tmp_path):
+    train = [("/d/images/MPX1_a.png", "ct", "axial", "MPX1"), ("/d/images/MPX1_b.png", "ct", "axial", "MPX1")]
+    test = [("/d/images/MPX2_c.png", "ct", "axial", "MPX2"), ("/d/images/MPX2_d.png", "mr", "axial", "MPX2")]
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text("\n".join(json.dumps(r) for r in (
+        {"image_id": "MPX1_b", "case_id": "MPX1", "label": "CT", "corrected": "mr", "reason": "T2 MR"},
+        {"image_id": "MPX2_c", "case_id": "MPX2", "label": "CT", "corrected": "mr", "reason": "MR angiogram"},
+        {"image_id": "MPX7_x", "case_id": "MPX7", "label": "MR", "corrected": "ct", "reason": "not in this data"})) + "\n")
+    new_train, new_test, published, report = tool.audited_samples(train, test, str(audit))
+    assert [s[1] for s in new_train] == ["ct", "mr"] and [s[1] for s in new_test] == ["mr", "mr"]
+    assert published == {s[0]: s[1] for s in train + test}  # the labels as published, to score against as well
+    assert report == {"file": str(audit), "corrections_applied": 2, "heldout_corrections": 1, "train_corrections": 1,
+                      "corrected_heldout_images": ["MPX2_c"]}
+    for off in ("none", None):
+        assert tool.audited_samples(train, test, off) == (train, test, published, {
+            "file": None, "corrections_applied": 0, "heldout_corrections": 0, "train_corrections": 0, "corrected_heldout_images": []})
+    audit.write_text('{"image_id": "MPX1_b"\n')
+    with pytest.raises(InputError, match=f"{audit}:1"):
+        tool.audited_samples(train, test, str(audit))
+
+
+def test_the_project_audit_is_the_default(tool):
+    assert tool.DEFAULT_LABEL_AUDIT == ROOT / "evals" / "medpix_label_audit.jsonl" and tool.DEFAULT_LABEL_AUDIT.is_file()
+    assert "--label-audit" in tool.__doc__
