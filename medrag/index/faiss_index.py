@@ -7,6 +7,7 @@ str<->int maps and per-id metadata beside the index. A saved index is a folder:
     index.faiss      faiss.write_index of the CPU index
     ids.json         [[int_id, str_id], ...] of the live rows
     metadata.jsonl   {"id": str_id, "metadata": {...}} per line
+    vectors.f16      (IVF with ``ivf_refine`` > 0 only) the original vectors as float16 rows, row = int id
 
 Kinds (what the caller asks for) and structures (what is built now):
 
@@ -15,11 +16,14 @@ Kinds (what the caller asks for) and structures (what is built now):
   HNSW cannot remove nodes, so deleted rows stay in the graph as tombstones (excluded from
   results) until ``compact()`` rebuilds it.
 - ``ivfpq``: inverted lists over compressed codes instead of float vectors. The codec is RaBitQ with
-  ``ivf_bits`` bits per dimension (5: ~270 bytes per 384-d vector with its id instead of 1,544, recall@10
-  ~0.94 on clustered data; see docs/index.md for the measured trade-off), or product quantisation
-  (``ivf_codec="pq"``, what indexes saved before the codec existed use). The inverted lists need
-  training data, so below ``ivf_min_train`` vectors the index stays exact flat and turns into IVF
-  the moment it grows past that size.
+  ``ivf_bits`` bits per dimension, or product quantisation (``ivf_codec="pq"``, what indexes saved
+  before the codec existed use). With ``ivf_refine`` > 0 (the default, 10) the original vectors are
+  kept too, as float16 in a memory-mapped file beside the index (on disk, not in memory): the codes
+  pick ``ivf_refine`` x k candidates and the originals re-score them. The default, 2-bit codes +
+  refine, holds ~150 bytes per 384-d vector in memory instead of 1,544 at recall@10 ~0.99 on the 1M
+  benchmark; docs/index.md has the measured trade-off. The inverted lists need training data, so
+  below ``ivf_min_train`` vectors the index stays exact flat and turns into IVF the moment it grows
+  past that size.
 - ``auto``: flat, then HNSW, then IVF-PQ as the index grows (thresholds in AnnParams, reasons in
   docs/index.md). The structure is re-chosen when an add crosses a threshold and on compaction.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -46,6 +51,7 @@ from medrag.index.base import (
     read_index_file,
     read_index_manifest,
 )
+from medrag.index.originals import OriginalVectors, rescore
 from medrag.registry import indexes
 from medrag.storage import (
     atomic_folder,
@@ -86,11 +92,15 @@ class AnnParams:
     hnsw_ef_search: int = 64  # raised to k when k is larger
     ivf_nlist: int | None = None  # None: 4 * sqrt(n), clamped to [16, 65536]
     ivf_nprobe: int = 32
-    # The IVF codes. RaBitQ at 5 bits per dimension: recall@10 ~0.94 on clustered 384-d vectors at
-    # the 1M benchmark's density (~500 per centre); 4 bits ~0.88, 3 bits ~0.8 (smaller). PQ with
-    # 96 bytes reached only ~0.67 (docs/index.md has the table).
+    # The IVF codes. Alone, RaBitQ at 5 bits per dimension gives recall@10 ~0.94 on clustered 384-d
+    # vectors at the 1M benchmark's density (~500 per centre), 3 bits ~0.81, 2 bits ~0.66; PQ with
+    # 96 bytes only ~0.67 (docs/index.md has the table). Re-scored with the originals, 2 bits give
+    # ~0.99 at 130 bytes per vector in memory, so that is the default.
     ivf_codec: str = "rabitq"  # "rabitq" or "pq"
-    ivf_bits: int = 5  # RaBitQ bits per dimension (1-9)
+    ivf_bits: int = 2  # RaBitQ bits per dimension (1-9)
+    # Re-score ivf_refine x k candidates with the original vectors (float16, memory-mapped from
+    # vectors.f16 beside the index, 768 bytes per 384-d vector on disk); 0 keeps no originals.
+    ivf_refine: int = 10
     pq_m: int | None = None  # ivf_codec="pq": None is the largest divisor of dim leaving >= 4 dims per sub-quantizer (96 for 384)
     pq_bits: int = 8
     ivf_min_train: int = 10_000  # k-means wants ~39 training vectors per centroid (256 PQ centroids, the IVF lists)
@@ -106,6 +116,8 @@ class AnnParams:
         for f in fields(self):
             value = getattr(self, f.name)
             if (value is None and f.name in ("ivf_nlist", "pq_m")) or f.name == "ivf_codec":
+                continue
+            if f.name == "ivf_refine" and isinstance(value, int) and not isinstance(value, bool) and value == 0:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"index parameter {f.name} must be a positive integer, got {value!r}")
@@ -292,6 +304,10 @@ class FaissIndex:
         self._next_id = 0
         self._gpu_index: Any = None  # lazy GPU copy; None whenever the CPU index changed
         self._filter_cache: tuple[str, np.ndarray] | None = None  # (where as JSON, matching int ids)
+        # The original vectors, when IVF search re-scores with them (kept from the first row on,
+        # since a small ivfpq/auto index is flat now and becomes IVF as it grows).
+        keeps_originals = self.params.ivf_refine > 0 and kind in ("ivfpq", "auto")
+        self._originals: OriginalVectors | None = OriginalVectors(self._dim) if keeps_originals else None
         self.created = utc_now()
         self.updated = self.created
 
@@ -339,8 +355,12 @@ class FaissIndex:
         return _copy_json(self._metadata[self._str_to_int[id]])
 
     def reconstruct(self, id: str) -> np.ndarray:
-        """The stored vector for ``id`` (float32, shape (dim,); decoded, so approximate, under IVF-PQ); KeyError if absent."""
-        return np.array(self._index.reconstruct(self._str_to_int[id]), dtype=np.float32)
+        """The stored vector for ``id`` (float32, shape (dim,); KeyError if absent).
+
+        Under IVF it is decoded from the codes (approximate), or read from the originals with ``ivf_refine``
+        (float16 precision).
+        """
+        return self._vectors([self._str_to_int[id]])[0]
 
     def stats(self) -> dict[str, Any]:
         """Kind, structure, counts and the approximate memory of the vectors and search structure."""
@@ -355,6 +375,7 @@ class FaissIndex:
                 extra["pq_m"] = self._index.pq.M
             else:
                 extra["ivf_bits"] = self.params.ivf_bits
+            extra["ivf_refine"] = self.params.ivf_refine
         elif self._structure == "hnsw":
             memory = n * (self._dim * 4 + 8 + self.params.hnsw_m * 2 * 4 * 1.1)  # level-0 links dominate the graph
             extra = {"hnsw_m": self.params.hnsw_m, "ef_search": self.params.hnsw_ef_search}
@@ -369,6 +390,7 @@ class FaissIndex:
             "deleted": self.deleted,
             "memory_bytes": int(memory),
             **extra,
+            **({"originals_disk_bytes": self._originals.disk_bytes()} if self._originals is not None else {}),
         }
 
     # -- writing -------------------------------------------------------------------
@@ -432,8 +454,8 @@ class FaissIndex:
         """Drop deleted rows, renumber ids densely and rebuild the structure for the current size.
 
         The new structure is built aside and swapped in only when complete, so a failure
-        leaves the index as it was. Under IVF-PQ the quantizers are retrained on the decoded
-        vectors (the originals are not kept), which costs a little accuracy.
+        leaves the index as it was. Under IVF-PQ the quantizers are retrained on the original
+        vectors when ``ivf_refine`` keeps them, else on the decoded ones (a little less accurate).
         """
         before = {"count": len(self), "stored": int(self._index.ntotal), "structure": self._structure}
         pairs = list(self._int_to_str.items())
@@ -444,6 +466,8 @@ class FaissIndex:
         if len(pairs):
             index.add_with_ids(x, new_ids)
         self._index, self._structure = index, structure
+        if self._originals is not None:
+            self._originals.replace(x)
         self._int_to_str = {int(n): s for n, (_, s) in zip(new_ids, pairs)}
         self._str_to_int = {s: n for n, s in self._int_to_str.items()}
         self._metadata = {int(n): self._metadata[old] for n, (old, _) in zip(new_ids, pairs)}
@@ -457,6 +481,8 @@ class FaissIndex:
     def _vectors(self, int_ids: Sequence[int]) -> np.ndarray:
         if not len(int_ids):
             return np.zeros((0, self._dim), dtype=np.float32)
+        if self._originals is not None:
+            return self._originals.get(np.asarray(int_ids, dtype=np.int64))
         return np.ascontiguousarray(self._index.reconstruct_batch(np.asarray(int_ids, dtype=np.int64)), dtype=np.float32)
 
     def _prepare(
@@ -490,6 +516,8 @@ class FaissIndex:
             self._rebuild(target, extra=(int_ids, x))
         else:
             self._index.add_with_ids(x, int_ids)
+        if self._originals is not None:
+            self._originals.append(self._next_id, x)
         self._next_id += len(ids)
         more = self._next_id - len(self._row_names)
         self._row_names.extend([None] * more)
@@ -588,6 +616,12 @@ class FaissIndex:
         return np.take_along_axis(scores, top, axis=1), allowed[top]
 
     def _ann_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if self._structure == "ivfpq" and self._originals is not None:
+            fetch = min(k * self.params.ivf_refine, int(self._index.ntotal))
+            return rescore(q, self._structure_search(q, fetch, allowed)[1], self._originals, k)
+        return self._structure_search(q, k, allowed)
+
+    def _structure_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed is None and not self._tombstones:
             # The common case: no selector, and the index already carries efSearch / nprobe (set
             # when built and on load), so skip building SearchParameters (~10 us of SWIG per call).
@@ -664,7 +698,13 @@ class FaissIndex:
             pairs = sorted(self._int_to_str.items())
             write_json(tmp / IDS_FILE, [[n, s] for n, s in pairs], indent=None)
             write_jsonl(tmp / METADATA_FILE, ({"id": s, "metadata": self._metadata[n]} for n, s in pairs))
-            write_json(tmp / MANIFEST, self.manifest())  # last: its presence means the rest is written
+            manifest = self.manifest()
+            if self._originals is not None:
+                self._originals.write(tmp)
+                manifest["original_rows"] = len(self._originals)
+            write_json(tmp / MANIFEST, manifest)  # last: its presence means the rest is written
+        if self._originals is not None:  # map the file just written; the rows held in memory go
+            self._originals.open(Path(os.path.abspath(Path(path).expanduser())), len(self._originals))  # as atomic_folder names it
 
     @classmethod
     def load(
@@ -684,6 +724,7 @@ class FaissIndex:
             deleted = int(manifest.get("deleted", 0))
             saved_params = dict(manifest.get("params") or {})
             saved_params.setdefault("ivf_codec", "pq")  # saved before the codec was a parameter: PQ was the only one
+            saved_params.setdefault("ivf_refine", 0)  # saved before originals were kept: there are none
             params = AnnParams.from_dict(saved_params)
             stored = EmbedderInfo.from_dict(manifest["embedder"]) if manifest.get("embedder") else None
         except (KeyError, TypeError, ValueError, InputError) as exc:
@@ -742,6 +783,12 @@ class FaissIndex:
         self._metadata = metadata
         self._tombstones = tombstones
         self._next_id = max(in_faiss | set(int_to_str), default=-1) + 1
+        if self._originals is not None:
+            rows = manifest.get("original_rows")
+            if isinstance(rows, bool) or not isinstance(rows, int) or rows < self._next_id:
+                raise IndexCorrupt(f"{folder / MANIFEST}: original_rows {rows!r} does not cover the {self._next_id} int ids the index uses")
+            self._originals.open(folder, rows)  # checks that vectors.f16 holds exactly these rows
+            self._next_id = rows  # rows of deleted ids at the end still hold their place
         self._index_rows()
         self.created = str(manifest.get("created") or self.created)
         self.updated = str(manifest.get("updated") or self.created)
