@@ -107,7 +107,8 @@ def extra_class_report(train, test, extra, used: dict, statistics: dict) -> dict
     return counts
 
 
-DEFAULT_LABEL_AUDIT = Path(__file__).resolve().parents[1] / "evals" / "medpix_label_audit.jsonl"
+PROJECT = Path(__file__).resolve().parents[1]
+DEFAULT_LABEL_AUDIT = PROJECT / "evals" / "medpix_label_audit.jsonl"
 
 
 def audited_samples(train_modality: list, test_modality: list, audit: str | None) -> tuple[list, list, dict, dict]:
@@ -125,7 +126,10 @@ def audited_samples(train_modality: list, test_modality: list, audit: str | None
     if audit_file:
         train_modality, train_applied = apply_label_audit(train_modality, audit_file)
         test_modality, test_applied = apply_label_audit(test_modality, audit_file)
-    report = {"file": audit_file, "corrections_applied": len(set(train_applied) | set(test_applied)),
+    shown = audit_file
+    if audit_file and Path(audit_file).resolve().is_relative_to(PROJECT):
+        shown = str(Path(audit_file).resolve().relative_to(PROJECT))  # the project's own file, as the repository names it
+    report = {"file": shown, "corrections_applied": len(set(train_applied) | set(test_applied)),
               "heldout_corrections": len(test_applied), "train_corrections": len(train_applied),
               "corrected_heldout_images": sorted(test_applied)}
     return list(train_modality), list(test_modality), published, report

@@ -46,3 +46,5 @@ def test_audit_corrects_both_sides_and_counts_the_heldout_corrections(tool, tmp_
 def test_the_project_audit_is_the_default(tool):
     assert tool.DEFAULT_LABEL_AUDIT == ROOT / "evals" / "medpix_label_audit.jsonl" and tool.DEFAULT_LABEL_AUDIT.is_file()
     assert "--label-audit" in tool.__doc__
+    report = tool.audited_samples([], [], str(tool.DEFAULT_LABEL_AUDIT))[3]
+    assert report["file"] == "evals/medpix_label_audit.jsonl" and report["corrections_applied"] == 0  # no samples, nothing applied
