@@ -99,7 +99,7 @@ def confidence(
     # passages that each share one word with the question are not one that answers it.
     union = weighted_coverage(q_terms, set().union(*cited_terms), idf) if q_terms else 0.0
     best_single = max((weighted_coverage(q_terms, terms, idf) for terms in cited_terms), default=0.0)
-    coverage = 0.5 * union + 0.5 * best_single
+    coverage = min(1.0, 0.5 * union + 0.5 * best_single)  # two weighted shares of 1.0 can sum to 1.0000000000000002
     support = float(np.mean([v.support for v in kept]))
     value = support * (0.5 * relevance + 0.5 * coverage)
     return float(value), {"relevance": relevance, "coverage": coverage, "support": support}
