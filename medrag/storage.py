@@ -202,17 +202,24 @@ def iter_json_lines(lines: Iterable[str], where: str | Path) -> Iterator[tuple[i
             raise SourceFileError(f"{where}:{line_no}", f"invalid JSON: {exc.msg}") from exc
 
 
+def read_text_lines(path: str | Path, missing: str = "file not found") -> list[str]:
+    """The lines of a UTF-8 text file; SourceFileError (``missing`` when absent) names the file otherwise."""
+    from medrag.errors import SourceFileError
+
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise SourceFileError(path, missing) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceFileError(path, f"cannot read as UTF-8 text: {exc}") from exc
+
+
 def read_queries(path: str | Path) -> list[dict[str, Any]]:
     """A queries file: one ``{"qid", "text"}`` object per line (qid defaults to the line number)."""
     from medrag.errors import InputError, SourceFileError
 
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise SourceFileError(path, "file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceFileError(path, f"cannot read as UTF-8 text: {exc}") from exc
+    lines = read_text_lines(path)
     items = []
     for line_no, item in iter_json_lines(lines, path):
         if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():

@@ -734,15 +734,10 @@ def apply_label_audit(samples: Sequence[tuple[str, str, str | None, str]], audit
     """
     from medrag.errors import SourceFileError
     from medrag.ingest.images import MODALITY_WORDS, normalise_modality
-    from medrag.storage import iter_json_lines
+    from medrag.storage import iter_json_lines, read_text_lines
 
     path = Path(audit_path).expanduser()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise SourceFileError(path, "label audit file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceFileError(path, f"cannot read as UTF-8 text: {exc}") from exc
+    lines = read_text_lines(path, missing="label audit file not found")
     classes = set(MODALITY_WORDS.values())
     corrections: dict[str, tuple[str, str]] = {}
     for line_no, row in iter_json_lines(lines, path):
