@@ -48,7 +48,7 @@ def test_ingest_prints_a_summary(cli, tmp_path: Path, home: Path) -> None:
     pdf = write_medical_pdf(tmp_path / "anatomy.pdf")
     code, out, err = cli("ingest", pdf, "--index", "notes", "--embedder", "hashing:256", "--no-progress")
     assert code == 0
-    assert out.startswith("index 'notes': 1 added, 0 replaced, 0 unchanged; +5 chunks (5 in all) in ")
+    assert out.startswith("index 'notes': 1 added, 0 replaced, 0 unchanged; +4 chunks (4 in all) in ")
     assert err == ""
     manifest = json.loads((home / "indexes" / "notes" / "manifest.json").read_text())
     assert manifest["embedder"]["name"] == "hashing:256" and manifest["embedder"]["dim"] == 256
@@ -59,7 +59,7 @@ def test_ingest_again_uses_the_index_embedder_and_skips_unchanged(cli, notes: Pa
     before = tree_digest(notes)
     code, out, err = cli("ingest", tmp_path / "anatomy.pdf", "--index", "notes", "--no-progress")
     assert code == 0, err
-    assert "0 added, 0 replaced, 1 unchanged; +0 chunks (5 in all)" in out
+    assert "0 added, 0 replaced, 1 unchanged; +0 chunks (4 in all)" in out
     assert tree_digest(notes) == before
 
 
@@ -132,14 +132,14 @@ def test_index_list_and_info(cli, notes: Path, home: Path) -> None:
     assert code == 0, err
     (line,) = out.strip().splitlines()
     name, sources, chunks, embedder, updated = line.split("\t")
-    assert (name, sources, chunks, embedder) == ("notes", "1 sources", "5 chunks", "hashing:256")
+    assert (name, sources, chunks, embedder) == ("notes", "1 sources", "4 chunks", "hashing:256")
     assert updated.startswith("20")
 
     code, out, err = cli("index", "info", "notes")
     assert code == 0, err
     info = json.loads(out)
     assert info["name"] == "notes"
-    assert info["counts"] == {"sources": 1, "chunks": 5}
+    assert info["counts"] == {"sources": 1, "chunks": 4}
     assert info["sources"][0]["source"] == "anatomy.pdf"
 
 
@@ -244,7 +244,7 @@ def test_bad_files_are_skipped_reported_and_exit_3_by_default(cli, notes: Path, 
     bad = _corrupt(tmp_path)
     code, out, err = cli("ingest", good, bad, "--index", "notes", *flag, "--no-progress")
     assert code == 3
-    assert "1 added" in out and "1 failed" in out and "(6 in all)" in out
+    assert "1 added" in out and "1 failed" in out and "(5 in all)" in out
     skipped = [ln for ln in err.splitlines() if ln.startswith("skipped ")]
     assert len(skipped) == 1 and "broken.pdf" in skipped[0] and "corrupt" in skipped[0]
     assert skipped[0].count("broken.pdf") == 1  # the path once, then the reason

@@ -36,7 +36,7 @@ def test_defaults(env, tmp_path):
     assert s.embedder == "all-MiniLM-L6-v2"
     assert s.device == "auto"
     assert s.progress is True
-    assert s.chunking.max_words == 120 and s.chunking.overlap_sentences == 1
+    assert s.chunking.max_words == 180 and s.chunking.overlap_sentences == 0
     assert (s.retrieval.top_k, s.retrieval.candidates, s.retrieval.rrf_k) == (8, 50, 60)
     assert s.agent.abstain_below == pytest.approx(0.45)
     assert s.indexes_dir == s.home / "indexes"
@@ -112,7 +112,7 @@ def assert_file_values(s: Settings) -> None:
     assert s.device == "cpu"
     assert s.progress is False
     assert s.chunking.max_words == 80
-    assert s.chunking.overlap_sentences == 1
+    assert s.chunking.overlap_sentences == 0  # not in the file: the default
     assert s.retrieval.top_k == 5 and s.retrieval.rrf_k == 30
     assert s.agent.abstain_below == pytest.approx(0.2)
 

@@ -179,7 +179,9 @@ def bench_text_pdfs(pdfs: list[Path], model: str, repeats: int) -> dict:
         "raw_pages_per_s": round(rate["raw_windowed"], 3),
         "ratio": round(rate["medrag"] / rate["raw_windowed"], 3),
         "word_pieces": {"page_text": page_tokens, "medrag_chunk_texts": chunk_tokens,
-                        "note": "medrag's chunks repeat one sentence between neighbours and prefix the section heading"},
+                        "note": (f"medrag's chunks: up to {settings_for_chunks.chunking.max_words} words, "
+                                 f"{settings_for_chunks.chunking.overlap_sentences} sentence(s) repeated between neighbours, "
+                                 "the section heading prefixed; captions are chunks of their own")},
         "secondary_raw_truncated_one_text_per_page": {
             "note": "NOT the target: one text per page, silently truncated by the model at max_seq_length, so it embeds only the start of each page",
             "seconds": best["raw_truncated"],

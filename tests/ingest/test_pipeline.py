@@ -46,20 +46,20 @@ def test_ingest_creates_index_and_page_thumbnails(tmp_path: Path, settings, embe
     assert report.index == "notes"
     assert report.added == ["anatomy.pdf"]
     assert report.replaced == report.unchanged == report.failed == []
-    assert report.chunks_added == report.total_chunks == 5  # bone: 2 text + caption; heart: text + caption
-    assert embedder.texts_embedded == 5
+    assert report.chunks_added == report.total_chunks == 4  # each page: its text (under 180 words) + a caption
+    assert embedder.texts_embedded == 4
     assert report.seconds >= 0
-    assert "1 added" in report.summary() and "+5 chunks (5 in all)" in report.summary()
+    assert "1 added" in report.summary() and "+4 chunks (4 in all)" in report.summary()
 
     assert store.names() == ["notes"]
     index = store.open("notes", embedder.info())
-    assert len(index) == 5
+    assert len(index) == 4
     (record,) = index.sources.values()
     assert record.source == "anatomy.pdf" and record.pages == 2 and record.kind == "pdf"
     assert record.title == "Notes on Anatomy"
     assert record.path == str(pdf.resolve())
     assert {c.page for c in index.chunks.values()} == {1, 2}
-    assert index.settings["chunking"] == {"max_words": 120, "overlap_sentences": 1}
+    assert index.settings["chunking"] == {"max_words": 180, "overlap_sentences": 0}
 
     thumbs_dir = settings.home / "assets" / "pages"
     thumbs = sorted(thumbs_dir.glob("*.jpg"))
@@ -80,7 +80,7 @@ def test_reingesting_the_same_file_is_unchanged_and_embeds_nothing(tmp_path: Pat
     report = run([pdf], settings, embedder)
     assert report.unchanged == ["anatomy.pdf"]
     assert report.added == report.replaced == []
-    assert report.chunks_added == 0 and report.total_chunks == 5
+    assert report.chunks_added == 0 and report.total_chunks == 4
     assert embedder.calls == 0 and embedder.texts_embedded == 0
     assert tree_digest(store.path("notes")) == before
 
@@ -255,7 +255,7 @@ def test_skip_bad_ingests_the_good_files_and_reports_the_bad(tmp_path: Path, set
 
     index = store.open("notes", embedder.info())
     assert sorted(r.source for r in index.sources.values()) == ["anatomy.pdf", "marrow.pdf"]
-    assert len(index) == report.total_chunks == 6
+    assert len(index) == report.total_chunks == 5
 
 
 def test_skip_bad_does_not_skip_a_missing_path(tmp_path: Path, settings, embedder, store) -> None:
@@ -280,7 +280,7 @@ def test_all_bad_with_skip_bad_on_an_existing_index_keeps_it(tmp_path: Path, set
     before = tree_digest(store.path("notes"))
     report = run([_corrupt(tmp_path)], settings, embedder, skip_bad=True)
     assert report.added == [] and [Path(p).name for p, _ in report.failed] == ["corrupt.pdf"]
-    assert report.total_chunks == 5
+    assert report.total_chunks == 4
     assert tree_digest(store.path("notes")) == before
 
 
@@ -334,8 +334,8 @@ def test_chunks_of_all_files_are_embedded_together_and_stored_with_their_own_vec
     second = write_medical_pdf(tmp_path / "b.pdf", ("heart",), title="Heart")
     report = run([first, second], settings, embedder)
 
-    assert report.added == ["a.pdf", "b.pdf"] and report.chunks_added == 7
-    assert len(embedder.batches) == 1 and len(embedder.batches[0]) == 7  # one call for both files
+    assert report.added == ["a.pdf", "b.pdf"] and report.chunks_added == 6
+    assert len(embedder.batches) == 1 and len(embedder.batches[0]) == 6  # one call for both files
     index = store.open("notes", embedder.info())
     for chunk in index.chunks.values():  # each chunk's stored vector is the one of its own text
         (hit, *_), = index.dense.search(HashingEmbedder(dim=64).embed_texts([embedding_text(chunk)]), 1)

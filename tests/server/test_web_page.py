@@ -180,7 +180,7 @@ def test_with_a_token_the_page_asks_for_it_and_loads_images_with_it(live_server,
     sync_api.expect(page.locator("#auth")).to_be_visible()
     page.fill("#token", TOKEN)
     page.click("#save-token")
-    sync_api.expect(page.locator("#index option")).to_have_text(["anatomy (6 passages)"])
+    sync_api.expect(page.locator("#index option")).to_have_text(["anatomy (5 passages)"])
     page.fill("#question", "What does the sinoatrial node do?")
     page.click("#ask")
     sync_api.expect(page.get_by_test_id("answer-text")).to_be_visible(timeout=30_000)
