@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -702,9 +701,10 @@ class FaissIndex:
             if self._originals is not None:
                 self._originals.write(tmp)
                 manifest["original_rows"] = len(self._originals)
+                # Map the file just written (the rows held in memory go). The map follows the file
+                # through this folder's rename, and through a caller's, e.g. TextIndex saving us inside its own.
+                self._originals.open(tmp, len(self._originals))
             write_json(tmp / MANIFEST, manifest)  # last: its presence means the rest is written
-        if self._originals is not None:  # map the file just written; the rows held in memory go
-            self._originals.open(Path(os.path.abspath(Path(path).expanduser())), len(self._originals))  # as atomic_folder names it
 
     @classmethod
     def load(

@@ -193,3 +193,25 @@ def test_indexes_saved_before_originals_load_without_them(tmp_path):
     loaded = FaissIndex.load(tmp_path / "ix")
     assert loaded.params.ivf_refine == 0 and loaded._originals is None and not (tmp_path / "ix" / ORIGINALS_FILE).exists()
     assert loaded.search(x[3], k=1)[0][0].id == "v3"
+
+
+def test_saved_inside_another_atomic_save_keeps_working(tmp_path):
+    # TextIndex saves its dense index into a temporary folder that is then renamed: the mapped
+    # originals must follow the file, so the next save (a checkpoint, a later add) still finds them.
+    from medrag.storage import atomic_folder
+
+    x = clustered(1600, 32)
+    index = ivf({"ivf_refine": 10})
+    index.add([f"v{i}" for i in range(1200)], x[:1200])
+    for round_ in range(3):
+        with atomic_folder(tmp_path / "text") as tmp:
+            index.save(tmp / "dense")
+            (tmp / "manifest.json").write_text("{}")  # what marks the outer folder as ours
+        assert not list(tmp_path.glob(".text.tmp-*"))  # the folder the map was opened in is gone by name
+        if round_ < 2:
+            index.add([f"v{i}" for i in range(1200 + 200 * round_, 1400 + 200 * round_)], x[1200 + 200 * round_ : 1400 + 200 * round_])
+    loaded = FaissIndex.load(tmp_path / "text" / "dense", use_gpu=False)
+    assert len(loaded) == 1600 and loaded._originals.saved_rows == 1600
+    for i in (0, 1300, 1599):
+        assert loaded.search(x[i], k=1)[0][0].id == f"v{i}"
+        np.testing.assert_allclose(loaded.reconstruct(f"v{i}"), x[i], atol=1e-3)
