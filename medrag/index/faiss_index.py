@@ -303,10 +303,9 @@ class FaissIndex:
         self._next_id = 0
         self._gpu_index: Any = None  # lazy GPU copy; None whenever the CPU index changed
         self._filter_cache: tuple[str, np.ndarray] | None = None  # (where as JSON, matching int ids)
-        # The original vectors, when IVF search re-scores with them (kept from the first row on,
-        # since a small ivfpq/auto index is flat now and becomes IVF as it grows).
-        keeps_originals = self.params.ivf_refine > 0 and kind in ("ivfpq", "auto")
-        self._originals: OriginalVectors | None = OriginalVectors(self._dim) if keeps_originals else None
+        # The original vectors while the structure is IVF and ivf_refine > 0 (flat and HNSW hold
+        # exact vectors themselves, and hand them over when the index turns into IVF).
+        self._originals: OriginalVectors | None = None
         self.created = utc_now()
         self.updated = self.created
 
@@ -465,8 +464,7 @@ class FaissIndex:
         if len(pairs):
             index.add_with_ids(x, new_ids)
         self._index, self._structure = index, structure
-        if self._originals is not None:
-            self._originals.replace(x)
+        self._originals = self._new_originals(structure, new_ids, x, len(pairs))
         self._int_to_str = {int(n): s for n, (_, s) in zip(new_ids, pairs)}
         self._str_to_int = {s: n for n, s in self._int_to_str.items()}
         self._metadata = {int(n): self._metadata[old] for n, (old, _) in zip(new_ids, pairs)}
@@ -515,8 +513,8 @@ class FaissIndex:
             self._rebuild(target, extra=(int_ids, x))
         else:
             self._index.add_with_ids(x, int_ids)
-        if self._originals is not None:
-            self._originals.append(self._next_id, x)
+            if self._originals is not None:
+                self._originals.append(self._next_id, x)
         self._next_id += len(ids)
         more = self._next_id - len(self._row_names)
         self._row_names.extend([None] * more)
@@ -547,6 +545,17 @@ class FaissIndex:
         index = BUILDERS[structure](self._dim, self.params, x)
         index.add_with_ids(x, all_ids)
         self._index, self._structure, self._tombstones = index, structure, set()
+        self._originals = self._new_originals(structure, all_ids, x, self._next_id + len(extra[0]))
+
+    def _new_originals(self, structure: str, int_ids: np.ndarray, x: np.ndarray, rows: int) -> OriginalVectors | None:
+        """Originals for a structure just built from ``x`` (row = int id; rows of deleted ids zero), or None."""
+        if structure != "ivfpq" or self.params.ivf_refine == 0:
+            return None
+        table = np.zeros((rows, self._dim), dtype=np.float16)
+        table[int_ids] = x
+        originals = OriginalVectors(self._dim)
+        originals.replace(table)
+        return originals
 
     def _changed(self, structure: bool = True) -> None:
         if structure:
@@ -615,7 +624,7 @@ class FaissIndex:
         return np.take_along_axis(scores, top, axis=1), allowed[top]
 
     def _ann_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if self._structure == "ivfpq" and self._originals is not None:
+        if self._originals is not None:  # IVF codes re-scored with the originals
             fetch = min(k * self.params.ivf_refine, int(self._index.ntotal))
             return rescore(q, self._structure_search(q, fetch, allowed)[1], self._originals, k)
         return self._structure_search(q, k, allowed)
@@ -783,7 +792,8 @@ class FaissIndex:
         self._metadata = metadata
         self._tombstones = tombstones
         self._next_id = max(in_faiss | set(int_to_str), default=-1) + 1
-        if self._originals is not None:
+        if structure == "ivfpq" and params.ivf_refine > 0:
+            self._originals = OriginalVectors(dim)
             rows = manifest.get("original_rows")
             if isinstance(rows, bool) or not isinstance(rows, int) or rows < self._next_id:
                 raise IndexCorrupt(f"{folder / MANIFEST}: original_rows {rows!r} does not cover the {self._next_id} int ids the index uses")

@@ -148,18 +148,21 @@ def test_compaction_rebuilds_from_the_originals(tmp_path):
     assert kept_recall(loaded) >= 0.97 and (tmp_path / "ix" / ORIGINALS_FILE).stat().st_size == len(keep) * 32 * 2
 
 
-def test_small_ivfpq_index_keeps_originals_while_flat(tmp_path):
-    # Below ivf_min_train the index is exact flat; the originals are kept from the first row, so
-    # the switch to IVF (and its re-scoring) has every row's original.
+def test_small_ivfpq_index_gets_its_originals_when_it_turns_into_ivf(tmp_path):
+    # Below ivf_min_train the index is exact flat and keeps no separate originals; the switch to
+    # IVF takes every row's exact vector from the flat structure.
     x = clustered(1500, 32)
     index = ivf({"ivf_refine": 10})
     index.add([f"v{i}" for i in range(500)], x[:500])
-    assert index.structure == "flat"
+    assert index.structure == "flat" and "originals_disk_bytes" not in index.stats()
     index.save(tmp_path / "ix")
+    assert not (tmp_path / "ix" / ORIGINALS_FILE).exists()
     index = FaissIndex.load(tmp_path / "ix", use_gpu=False)
     index.add([f"v{i}" for i in range(500, 1500)], x[500:])
-    assert index.structure == "ivfpq"
+    assert index.structure == "ivfpq" and index.stats()["originals_disk_bytes"] == 1500 * 32 * 2
     assert recall(index, x, clustered(20, 32, seed=2)) >= 0.97
+    index.save(tmp_path / "ix")
+    assert recall(FaissIndex.load(tmp_path / "ix", use_gpu=False), x, clustered(20, 32, seed=2)) >= 0.97
 
 
 def test_missing_or_truncated_originals_are_reported(tmp_path):
