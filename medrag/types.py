@@ -232,7 +232,7 @@ class Answer:
         return "\n".join(lines)
 
 
-@dataclass
+@dataclass(slots=True)  # built for every hit of every search: slots make that cheaper
 class Hit:
     """One search result from a vector or lexical index."""
 

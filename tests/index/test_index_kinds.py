@@ -288,3 +288,54 @@ def test_ivfpq_saved_before_codecs_still_loads(tmp_path):
     (tmp_path / "old/manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexCorrupt, match="ivf_codec"):
         FaissIndex.load(tmp_path / "old")
+
+
+@pytest.mark.parametrize(
+    "kind, params",
+    [
+        ("flat", {}),
+        ("hnsw", {}),
+        ("ivfpq", {"ivf_min_train": 500, "ivf_bits": 1, "ivf_refine": 0}),
+        ("ivfpq", {"ivf_min_train": 500, "ivf_bits": 1}),  # with float16 originals re-scoring
+    ],
+    ids=["flat", "hnsw", "ivfpq", "ivfpq-refine"],
+)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_query_refused_by_every_structure(kind, params, bad):
+    # Unfiltered searches check finiteness from FAISS's answer, not before it: every structure
+    # must still refuse a query with NaN/inf, wherever in the batch it is, and after a delete.
+    vectors = unit_vectors(600, 16)
+    index = FaissIndex(16, kind=kind, params=params, use_gpu=False)
+    index.add([f"d{i}" for i in range(600)], vectors, [{"group": i % 3} for i in range(600)])
+    assert index.structure == kind
+    queries = unit_vectors(3, 16, seed=7)
+    queries[2, 5] = bad
+    for where in (None, {"group": 1}):
+        with pytest.raises(InputError, match="NaN or infinite"):
+            index.search(queries, k=5, where=where)
+        with pytest.raises(InputError, match="NaN or infinite"):
+            index.search(queries[2], k=5, where=where)
+    index.delete(["d0", "d1"])
+    with pytest.raises(InputError, match="NaN or infinite"):
+        index.search(queries[2], k=5)
+    good = index.search(queries[:2], k=5)
+    assert [len(hits) for hits in good] == [5, 5]
+
+
+def test_non_finite_query_refused_by_empty_index():
+    with pytest.raises(InputError, match="NaN or infinite"):
+        FaissIndex(16, use_gpu=False).search(np.full(16, np.nan, dtype=np.float32), k=3)
+
+
+def test_query_views_and_other_dtypes_are_searched_as_copies():
+    # The unfiltered path hands FAISS a pointer: strided views and float64 must become
+    # C-contiguous float32 first, and give the same answer as a plain query.
+    vectors = unit_vectors(50, 16)
+    index = FaissIndex(16, kind="hnsw", use_gpu=False)
+    index.add([f"d{i}" for i in range(50)], vectors)
+    plain = index.search(vectors[7], k=3)
+    wide = np.zeros((1, 32), dtype=np.float32)
+    wide[0, ::2] = vectors[7]
+    assert index.search(wide[:, ::2], k=3) == plain
+    assert index.search(vectors[7].astype(np.float64), k=3) == plain
+    assert index.search(np.asfortranarray(vectors[6:8]), k=3)[1] == plain[0]
