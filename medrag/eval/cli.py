@@ -14,7 +14,7 @@ from medrag.errors import InputError
 def eval_command(
     target: Annotated[str, typer.Argument(help="a run config (YAML), 'compare' or 'suite'")],
     runs: Annotated[Optional[list[Path]], typer.Argument(help="compare: the two run folders; suite: the suite config")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder to write (resumes if it exists)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder to write (resumes a run of the same config)")] = None,
     results: Annotated[Optional[Path], typer.Option(help="suite: also write DIR/baselines.md and DIR/runs/<name>.json|md")] = None,
     table_only: Annotated[bool, typer.Option("--table-only", help="suite: rebuild the table from finished runs, run nothing")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary/comparison as JSON")] = False,

@@ -111,15 +111,24 @@ def _load_all(config: RunConfig) -> tuple[list[ds.EvalItem], list[Path]]:
         items = ds.load_mirage(d.path, tuple(d.datasets))
         return items, d.corpus or [d.path / "corpus.jsonl"]
     if d.kind == "vqa":
-        questions = d.path if d.path.is_file() else d.path / "vqa.jsonl"
-        root = questions.parent.parent  # the data root: image_file paths are relative to it
-        if d.descriptions is None:
-            d.descriptions = root / "medpix" / "images.jsonl"
-        cases = root / "medpix" / "cases.jsonl"
-        return ds.load_vqa(questions), d.corpus or ([cases] if cases.is_file() else [])
+        cases = _vqa_data_root(d) / "medpix" / "cases.jsonl"
+        return ds.load_vqa(_vqa_questions(d)), d.corpus or ([cases] if cases.is_file() else [])
     if not d.corpus:
         raise ConfigError("a qrels dataset needs dataset.corpus: the files to index")
     return ds.load_qrels(d.path), d.corpus
+
+
+def _vqa_questions(d: DatasetConfig) -> Path:
+    return d.path if d.path.is_file() else d.path / "vqa.jsonl"
+
+
+def _vqa_data_root(d: DatasetConfig) -> Path:
+    return _vqa_questions(d).parent.parent  # image_file paths in vqa.jsonl are relative to it
+
+
+def vqa_descriptions(d: DatasetConfig) -> Path:
+    """The image captions a text-only model gets: dataset.descriptions, or the data root's medpix/images.jsonl."""
+    return d.descriptions if d.descriptions is not None else _vqa_data_root(d) / "medpix" / "images.jsonl"
 
 
 def record_mapping(kind: str):
@@ -154,6 +163,22 @@ class Run:
         rows = [json.loads(line) for line in self.rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return {_item_key(r): r for r in rows}
 
+    def _check_resumable(self, config: dict[str, Any]) -> None:
+        """Rows already in the folder are kept only when they came from this same config."""
+        previous_path = self.out / "config.json"
+        if not self.rows_path.is_file() or not previous_path.is_file():
+            return
+        try:
+            previous = json.loads(previous_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{previous_path} is not valid JSON ({exc}); use a new --out folder") from exc
+        changed = sorted(key for key in config.keys() | previous.keys() if config.get(key) != previous.get(key))
+        if changed:
+            raise ConfigError(
+                f"{self.out} holds rows of a run with another config (differs in: {', '.join(changed)}); "
+                "a run resumes only with the config it started with: use a new --out folder"
+            )
+
     def _append(self, row: dict) -> None:
         with self.rows_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -181,7 +206,9 @@ class Run:
     # -- tasks ---------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / "config.json", json.loads(self.config.model_dump_json()))
+        config = json.loads(self.config.model_dump_json())
+        self._check_resumable(config)
+        write_json(self.out / "config.json", config)
         random.seed(self.config.seed)
         items, corpus = load_items(self.config)
         done = self._done()

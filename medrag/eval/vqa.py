@@ -184,9 +184,10 @@ class VQATask:
 
     def _descriptions(self) -> dict[str, str]:
         from medrag.eval.datasets import load_image_descriptions
+        from medrag.eval.runner import vqa_descriptions
 
-        path = self.config.dataset.descriptions
-        if path is None or not path.is_file():
+        path = vqa_descriptions(self.config.dataset)
+        if not path.is_file():
             self.notes.append(f"no image descriptions ({path}): a text-only model answers the image conditions without one")
             return {}
         return load_image_descriptions(path)

@@ -151,3 +151,15 @@ def test_real_datasets_load(shared_data: Path) -> None:
     assert len(load_textbook_questions(shared_data / "textbook" / "questions_dev.jsonl")) == 40
     vqa = load_vqa(shared_data / "vqa" / "vqa.jsonl")
     assert len(vqa) == 116 and {it.meta["answer_type"] for it in vqa} == {"CLOSED", "OPEN"}
+
+
+def test_a_run_folder_refuses_to_resume_with_another_config(tmp_path: Path, textbook: Path) -> None:
+    bm25 = load_run_config(write_config(tmp_path, name="r", task="retrieval", modes=["bm25"], dataset={"kind": "textbook", "path": "textbook"}))
+    out = tmp_path / "run"
+    Run(bm25, out, embedder=HashingEmbedder(256), progress=False).run()
+    rows_before = (out / "per_question.jsonl").read_text()
+    dense = load_run_config(write_config(tmp_path, name="r", task="retrieval", modes=["dense"], dataset={"kind": "textbook", "path": "textbook"}))
+    with pytest.raises(ConfigError, match="differs in: modes"):
+        Run(dense, out, embedder=HashingEmbedder(256), progress=False).run()
+    assert (out / "per_question.jsonl").read_text() == rows_before  # nothing mixed in
+    assert json.loads((out / "config.json").read_text())["modes"] == ["bm25"]
