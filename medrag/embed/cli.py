@@ -110,7 +110,10 @@ def images_train_modality(
     out: Annotated[Optional[Path], typer.Option("--out", help="folder to save to (default: $MEDRAG_HOME/models/modality, used by image search)")] = None,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="share of cases held apart to measure accuracy")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="seed of the case split")] = 0,
-    embedder: Annotated[Optional[str], typer.Option("--embedder", help="classify this image embedder's vectors (the image index's, e.g. dual-encoder:DIR) instead of image statistics")] = None,
+    embedder: Annotated[Optional[str], typer.Option("--embedder", help="classify this image embedder's vectors (the image index's, e.g. dual-encoder:DIR) as well as image statistics")] = None,
+    views: Annotated[str, typer.Option("--views", help="comma-separated views each image is trained on and predicted over (probabilities averaged): original, hflip, crop90")] = "original",
+    physics: Annotated[bool, typer.Option("--physics", help="add the image_physics CT-vs-MR cues to the features")] = False,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="with --embedder: one regression on statistics and one on the vectors, probabilities averaged")] = False,
 ) -> None:
     """Train the modality/plane classifier that routes image queries, and print its held-out accuracy."""
     from medrag.embed.medpix import split_by_group
@@ -130,7 +133,8 @@ def images_train_modality(
 
         image_embedder = make_image_embedder(embedder, device=settings.device)
     metrics = train_modality_classifier([samples[int(p.image_path)] for p in train], target,
-                                        eval_samples=[samples[int(p.image_path)] for p in test], embedder=image_embedder)
+                                        eval_samples=[samples[int(p.image_path)] for p in test], embedder=image_embedder,
+                                        views=[v.strip() for v in views.split(",") if v.strip()], physics=physics, ensemble=ensemble)
     typer.echo(f"trained on {metrics['samples']} images ({', '.join(metrics['heads']['modality'])}) -> {target}")
     held = metrics.get("heldout") or {}
     if held:

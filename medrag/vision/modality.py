@@ -21,8 +21,11 @@ or train a classifier (``medrag images train-modality``) and save it where
 ``detect_modality`` looks.
 
 ``ModalityClassifier`` is the trained alternative: modality and plane by multinomial
-logistic regression on image statistics (and, optionally, an image embedder's vectors),
-its L2 strength picked by cross-validation over training cases; image search uses it
+logistic regression on image statistics (optionally with the ``image_physics`` cues and an
+image embedder's vectors, or an ensemble of one regression per source), trained on one or
+more views of each image (``image_view``: mirrored, centre-cropped) with the probabilities
+averaged over the same views at prediction, its L2 strength picked by cross-validation over
+training cases; image search uses it
 to route a query image to the cases of its own modality. ``apply_label_audit`` corrects
 labels an audit found wrong (evals/medpix_label_audit.jsonl) for the tools that ask for it.
 """
@@ -117,8 +120,12 @@ def detect_modality(image, model_folder: str | Path | None = None) -> tuple[str,
 # --- a trained classifier: modality and plane from image statistics ------------------------
 
 CLASSIFIER_KIND = "medrag.modality-classifier"
-CLASSIFIER_VERSION = 3  # 3: image_statistics_v3 (v2 folders fail to load with "train it again")
+CLASSIFIER_VERSION = 4  # 4: optional views, image_physics_v1 block, per-source ensemble (v3 folders still load; v2 fail with "train it again")
+READABLE_VERSIONS = (3, 4)
 STATISTICS = "image_statistics_v3"
+PHYSICS = "image_physics_v1"
+VIEWS = ("original", "hflip", "crop90")  # the views a classifier can be trained and asked on (see image_view)
+CROP_FRACTION = 0.9
 HISTOGRAM_BINS = 32
 THUMBNAIL = 16
 MAX_SIDE = 512  # statistics are measured on the image shrunk to at most this side: bounded cost, same look
@@ -320,6 +327,85 @@ def image_statistics(image) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
+def image_view(image, view: str):
+    """One view of an image (PIL image or MedicalImage) as a PIL image: ``original``, ``hflip`` (mirrored left to
+    right) or ``crop90`` (the central 90% of each side, a slightly closer framing).
+
+    A classifier trained with several views learns from each of them (augmentation) and averages its class
+    probabilities over the same views when it predicts (test-time augmentation).
+    """
+    from PIL import ImageOps
+
+    pil = image.display if hasattr(image, "display") else image
+    if view == "original":
+        return pil
+    if view == "hflip":
+        return ImageOps.mirror(pil)
+    if view == "crop90":
+        w, h = pil.size
+        dw, dh = round(w * (1 - CROP_FRACTION) / 2), round(h * (1 - CROP_FRACTION) / 2)
+        return pil.crop((dw, dh, w - dw, h - dh)) if w - 2 * dw >= 2 and h - 2 * dh >= 2 else pil
+    raise InputError(f"unknown image view {view!r}: use one of {list(VIEWS)}")
+
+
+def _physics(g: np.ndarray, x: np.ndarray, body: np.ndarray) -> list[float]:
+    """The cues of ``image_physics`` from the grey image at up to MAX_SIDE (uint8), its 256 px square and the body mask."""
+    from scipy import ndimage
+
+    out: list[float] = []
+    # Soft tissue: one narrow grey band on CT (muscle, organs, brain lie within ~50 HU), spread out on MR.
+    v = x[body & (x > 0.05) & (x < 0.95)]
+    if v.size > 50:
+        hist = np.histogram(v, bins=64, range=(0.0, 1.0))[0].astype(np.float64)
+        mode = (np.argmax(np.convolve(hist, np.ones(3) / 3, mode="same")) + 0.5) / 64
+        q = np.percentile(v, [10, 25, 75, 90])
+        out += [np.mean(np.abs(v - mode) <= d) for d in (0.02, 0.05, 0.1)] + [q[2] - q[1], q[3] - q[0], mode]
+    else:
+        out += [0.0] * 6
+    # Bias field: a slow change of brightness across the body (MR receive coils), none on CT.
+    w = body.astype(np.float32)
+    sigma = max(2.0, x.shape[0] / 12)
+    low = ndimage.gaussian_filter(x * w, sigma) / np.maximum(ndimage.gaussian_filter(w, sigma), 1e-3)
+    inner = ndimage.binary_erosion(body, iterations=int(sigma)) if body.sum() > 2000 else body
+    if inner.sum() < 50:
+        inner = body
+    if inner.sum() >= 3:
+        lv, xv = low[inner], x[inner]
+        m = float(xv.mean()) + 0.02
+        yy, xx = np.nonzero(inner)
+        design = np.stack([np.ones(yy.size), yy / x.shape[0], xx / x.shape[1]], axis=1)
+        coef = np.linalg.lstsq(design, xv, rcond=None)[0]
+        out += [lv.std() / m, lv.std() / (xv.std() + 1e-3), np.hypot(coef[1], coef[2]) / m, (np.percentile(lv, 95) - np.percentile(lv, 5)) / m]
+    else:
+        out += [0.0] * 4
+    # Flat plateaus at full resolution: CT windows clip air to exact black and bone to exact white; MR is rarely flat.
+    if min(g.shape) > 4:
+        flat = ndimage.maximum_filter(g, 3) == ndimage.minimum_filter(g, 3)
+        lo = int(g.min())
+        black = g <= lo + 2
+        out += [np.mean(flat & black), np.mean(flat & (g >= 253)), np.mean(flat & ~black & (g < 253)), np.mean(flat[black])]
+    else:
+        out += [0.0] * 4
+    # Background: MR magnitude noise is Rician (std / mean about 0.52 where there is no signal); CT air is flat.
+    b = x[~ndimage.binary_dilation(body, iterations=3)]
+    out += [b.std() / (b.mean() + 1e-3), np.mean(b == b.min()), np.mean(b > b.min() + 0.02)] if b.size > 50 else [0.0] * 3
+    return [float(o) for o in out]
+
+
+def image_physics(image) -> np.ndarray:
+    """Physically motivated CT-vs-MR cues of one image (PIL image or MedicalImage), 17 numbers (image_physics_v1).
+
+    How narrow the body's soft-tissue grey band is around its mode (CT: Hounsfield units put soft tissues
+    close together; MR contrasts spread them), the slow brightness change across the body (the bias field of MR
+    coils: spread of a heavily smoothed body and the slope of a plane fitted to it), exactly flat black, white and
+    grey 3x3 patches (CT windows clip air and bone) and the background's noise (MR: Rician, never exactly flat).
+    """
+    g, _, _ = _gray_u8(image)
+    x = _square(g, 256)
+    out = np.asarray(_physics(g, x, _body_mask(x)), dtype=np.float64)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class ModalityPrediction:
     modality: str
@@ -369,26 +455,62 @@ def _fold_of(group: str, folds: int) -> int:
     return int.from_bytes(hashlib.sha256(f"cv:{group}".encode()).digest()[:8], "big") % folds
 
 
+def _as_views(x: np.ndarray) -> np.ndarray:
+    """Features as (views, samples, dim): a plain (samples, dim) matrix is one view."""
+    return x[None] if x.ndim == 2 else x
+
+
+def _fit_views(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, balanced: bool = True) -> np.ndarray:
+    """fit_softmax on every view of every sample (x: (views, samples, dim), standardised), each view a training row."""
+    views = x.shape[0]
+    yy = np.tile(y, views)
+    return fit_softmax(x.reshape(-1, x.shape[-1]), yy, n_classes, c, balanced_weights_full(yy, n_classes) if balanced else None)
+
+
+def _view_probabilities(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Class probabilities of (views, samples, dim) standardised features, averaged over the views: (samples, classes)."""
+    x = _as_views(x)
+    ones = np.ones((*x.shape[:2], 1), dtype=x.dtype)
+    return _softmax((np.concatenate([x, ones], axis=2) @ w).reshape(-1, w.shape[1])).reshape(x.shape[0], x.shape[1], -1).mean(axis=0)
+
+
+def cv_probabilities(x: np.ndarray, y: np.ndarray, groups: Sequence[str], n_classes: int, c: float, folds: int = CV_FOLDS,
+                     balanced: bool = True) -> np.ndarray:
+    """Out-of-fold class probabilities (samples, classes) of grouped cross-validation (whole groups per fold).
+
+    ``x`` is (samples, dim) or (views, samples, dim): a fold trains on every view of its training samples and
+    averages the probabilities over the views of each held-apart sample, as a classifier with those views predicts.
+    Standardisation is refitted inside each fold. Rows of a fold that cannot be trained (one class) stay zero.
+    """
+    x = _as_views(x)
+    fold = np.array([_fold_of(g, folds) for g in groups])
+    out = np.zeros((len(y), n_classes))
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        if not test.any() or len(np.unique(y[train])) < 2:
+            continue
+        flat = x[:, train].reshape(-1, x.shape[-1])
+        mean, std = flat.mean(axis=0), flat.std(axis=0) + 1e-6
+        w = _fit_views((x[:, train] - mean) / std, y[train], n_classes, c, balanced)
+        out[test] = _view_probabilities((x[:, test] - mean) / std, w)
+    return out
+
+
+def _accuracy(probabilities: np.ndarray, y: np.ndarray) -> float:
+    """Share of rows whose most probable class is y; rows left at zero (a fold that could not be trained) count as wrong."""
+    return round(float(np.mean((probabilities.argmax(axis=1) == y) & (probabilities.sum(axis=1) > 0))), 4)
+
+
 def choose_c(x: np.ndarray, y: np.ndarray, groups: Sequence[str], n_classes: int, grid: Sequence[float] = C_GRID,
              folds: int = CV_FOLDS) -> tuple[float, dict[str, float]]:
     """The L2 strength C with the best accuracy in grouped cross-validation (whole groups per fold), and every C's accuracy.
 
-    Only the training samples take part, so the choice never sees held-out cases.
-    Standardisation is refitted inside each fold. Ties go to the smaller C (stronger regularisation).
+    Only the training samples take part, so the choice never sees held-out cases. ``x`` may hold several views
+    (see ``cv_probabilities``). Ties go to the smaller C (stronger regularisation).
     """
-    fold = np.array([_fold_of(g, folds) for g in groups])
     scores: dict[str, float] = {}
     for c in grid:
-        correct = 0
-        for k in range(folds):
-            train, test = fold != k, fold == k
-            if not test.any() or len(np.unique(y[train])) < 2:
-                continue
-            mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
-            w = fit_softmax((x[train] - mean) / std, y[train], n_classes, c, balanced_weights_full(y[train], n_classes))
-            xt = (x[test] - mean) / std
-            correct += int(np.sum((np.hstack([xt, np.ones((len(xt), 1))]) @ w).argmax(axis=1) == y[test]))
-        scores[str(c)] = round(correct / len(y), 4)
+        scores[str(c)] = _accuracy(cv_probabilities(x, y, groups, n_classes, c, folds), y)
     best = max(grid, key=lambda c: (scores[str(c)], -c))
     return best, scores
 
@@ -409,7 +531,10 @@ class ModalityClassifier:
 
     Folder: config.json (labels, feature recipe, training data and held-out accuracy),
     weights.npz (feature mean/std, one weight matrix per head), manifest.json (sha256 of both).
-    Train one with ``train_modality_classifier`` or ``medrag images train-modality``.
+    The recipe (``features``: which feature sources, which views) is applied as it was in training:
+    with several views the class probabilities are averaged over them; an ensemble (``model.blocks``)
+    averages the probabilities of one regression per feature source. v3 folders (one view, one
+    regression) load as before. Train one with ``train_modality_classifier`` or ``medrag images train-modality``.
     """
 
     def __init__(self, folder: str | Path, embedder=None) -> None:
@@ -429,14 +554,22 @@ class ModalityClassifier:
             from medrag.storage import read_json
 
             config = read_json(self.folder / "config.json")
-            if config.get("kind") != CLASSIFIER_KIND or config.get("format_version") != CLASSIFIER_VERSION:
-                raise ModelUnavailable(f"{self.folder} is not a {CLASSIFIER_KIND} v{CLASSIFIER_VERSION}: train it again")
+            if config.get("kind") != CLASSIFIER_KIND or config.get("format_version") not in READABLE_VERSIONS:
+                raise ModelUnavailable(f"{self.folder} is not a {CLASSIFIER_KIND} v{'/v'.join(map(str, READABLE_VERSIONS))} "
+                                       f"(format_version {config.get('format_version')}): train it again")
+            unknown = [v for v in _recipe(config)["views"] if v not in VIEWS]
+            if unknown:
+                raise ModelUnavailable(f"{self.folder} asks for image views {unknown} this version does not know: update medrag or retrain")
             self._config = config
         return self._config
 
     @property
     def modalities(self) -> list[str]:
         return list(self.config["heads"]["modality"])
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return _recipe(self.config)["views"]
 
     def setup(self) -> None:
         if self._weights is not None:
@@ -465,18 +598,30 @@ class ModalityClassifier:
                 )
 
     def features(self, images: Sequence) -> np.ndarray:
-        """The classifier's input for PIL images or MedicalImages."""
+        """The classifier's input for PIL images or MedicalImages: (views, images, dim)."""
         self.setup()
-        return _features(images, self.embedder if self.config["features"].get("embedder") else None, _uses_statistics(self.config))
+        recipe = _recipe(self.config)
+        return _features(images, self.embedder if self.config["features"].get("embedder") else None, recipe["statistics"],
+                         recipe["physics"], recipe["views"])
+
+    def probabilities(self, features: np.ndarray, head: str = "modality") -> np.ndarray:
+        """Class probabilities (images, classes) of a head for features (images, dim) or (views, images, dim),
+        averaged over the views and, for an ensemble's modality head, over its blocks."""
+        self.setup()
+        x = (_as_views(np.asarray(features, dtype=np.float32)) - self._weights["mean"]) / self._weights["std"]
+        blocks = self.config["model"].get("blocks") if head == "modality" else None
+        if not blocks:
+            return _view_probabilities(x, self._weights[f"head_{head}"])
+        return np.mean([_view_probabilities(x[..., a:b], self._weights[f"head_{head}_{i}"])
+                        for i, (a, b) in enumerate(block["columns"] for block in blocks)], axis=0)
 
     def predict_features(self, features: np.ndarray) -> list[ModalityPrediction]:
+        """Predictions for features (images, dim) or (views, images, dim) as ``features`` returns them."""
         self.setup()
-        x = (np.atleast_2d(features) - self._weights["mean"]) / self._weights["std"]
-        xb = np.hstack([x, np.ones((len(x), 1), dtype=np.float32)])
         heads = self.config["heads"]
-        probs = {head: _softmax(xb @ self._weights[f"head_{head}"]) for head in heads}
+        probs = {head: self.probabilities(features, head) for head in heads}
         out = []
-        for i in range(len(x)):
+        for i in range(len(probs["modality"])):
             m = probs["modality"][i]
             best = int(m.argmax())
             plane, plane_conf = None, None
@@ -495,14 +640,20 @@ class ModalityClassifier:
 def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]], out_dir: str | Path, *,
                               c: float | None = None, eval_samples: Sequence[tuple[str, str, str | None, str]] = (),
                               min_plane_examples: int = 20, min_modality_examples: int = 5, embedder=None,
-                              statistics: bool = True) -> dict:
+                              statistics: bool = True, physics: bool = False, views: Sequence[str] = ("original",),
+                              ensemble: bool = False) -> dict:
     """Fit the classifier on (image_path, modality, plane or None, group) samples and save it.
 
-    Features: ``image_statistics``; with ``embedder`` (an ImageTextEmbedder) its image vectors
-    are appended (or used alone with ``statistics=False``), so an image index's own embedder
-    helps routing (the classifier then only works with that embedder, checked by fingerprint).
-    ``c`` is the inverse L2 strength; by default each head picks it from ``C_GRID`` by grouped
-    cross-validation on ``samples`` (never on ``eval_samples``). Classes are weighted by
+    Features: ``image_statistics``; with ``physics`` the cues of ``image_physics`` are appended; with
+    ``embedder`` (an ImageTextEmbedder) its image vectors are appended (or used alone with ``statistics=False``),
+    so an image index's own embedder helps routing (the classifier then only works with that embedder,
+    checked by fingerprint). ``views`` (names in ``VIEWS``): every training image is seen in each view
+    (augmentation) and predictions average the probabilities over the same views. ``ensemble``: instead of
+    one regression on all features, one per source (statistics with physics, embedder vectors), each with
+    its own C, probabilities averaged (the plane head stays one regression).
+    ``c`` is the inverse L2 strength; by default each head (and block) picks it from ``C_GRID`` by grouped
+    cross-validation on ``samples`` (never on ``eval_samples``); the cross-validated accuracy of the whole
+    model is stored as ``model.cv_modality_accuracy``. Classes are weighted by
     1/sqrt(frequency), so a small class (a dozen radiographs) is not drowned by hundreds of CT slices.
     Modalities with fewer than ``min_modality_examples`` images are left out (listed in the config).
 
@@ -514,15 +665,21 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
 
     from medrag.storage import atomic_folder, utc_now, write_json
 
-    if embedder is None and not statistics:
+    if embedder is None and not statistics and not physics:
         raise InputError("nothing to classify on: pass an embedder or keep statistics=True")
-    feats, kept = _features_of(samples, embedder, statistics)
+    views = tuple(views)
+    if not views or len(set(views)) != len(views) or any(v not in VIEWS for v in views):
+        raise InputError(f"views must be distinct names among {list(VIEWS)}, got {list(views)}")
+    sources = _sources(statistics, physics, embedder)
+    if ensemble and (embedder is None or not (statistics or physics)):
+        raise InputError("an ensemble needs two feature sources: image statistics (or physics) and an embedder")
+    feats, kept = _features_of(samples, embedder, statistics, physics, views)  # (views, samples, dim)
     samples = [samples[i] for i in kept]
     counts = {m: sum(s[1] == m for s in samples) for m in sorted({s[1] for s in samples})}
     too_few = {m: n for m, n in counts.items() if n < min_modality_examples}
     if too_few:
         rows = [i for i, s in enumerate(samples) if s[1] not in too_few]
-        feats, samples = feats[rows], [samples[i] for i in rows]
+        feats, samples = feats[:, rows], [samples[i] for i in rows]
     modalities = sorted({s[1] for s in samples})
     if len(modalities) < 2:
         raise InputError(f"need images of at least two modalities to train, got {modalities}"
@@ -532,44 +689,67 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
         if s[2]:
             plane_counts[s[2]] = plane_counts.get(s[2], 0) + 1
     planes = sorted(p for p, n in plane_counts.items() if n >= min_plane_examples)
-    mean = feats.mean(axis=0)
-    std = feats.std(axis=0) + 1e-6
+    flat = feats.reshape(-1, feats.shape[-1])
+    mean = flat.mean(axis=0)
+    std = flat.std(axis=0) + 1e-6
     x = (feats - mean) / std
     weights = {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
     groups = [s[3] for s in samples]
     y = np.array([modalities.index(s[1]) for s in samples])
-    chosen, cv = {}, {}
-    if c is None:
-        chosen["modality"], cv["modality"] = choose_c(feats, y, groups, len(modalities))
+    chosen, cv, model_extra = {}, {}, {}
+    if not ensemble:
+        if c is None:
+            chosen["modality"], cv["modality"] = choose_c(feats, y, groups, len(modalities))
+            model_extra["cv_modality_accuracy"] = cv["modality"][str(chosen["modality"])]
+        else:
+            chosen["modality"] = c
+        weights["head_modality"] = _fit_views(x, y, len(modalities), chosen["modality"])
     else:
-        chosen["modality"] = c
-    weights["head_modality"] = fit_softmax(x, y, len(modalities), chosen["modality"], balanced_weights_full(y, len(modalities)))
+        split = sources[-1]["columns"][0]  # the embedder's columns come last
+        blocks = [{"features": "+".join(src["name"] for src in sources if src["name"] != "embedder"), "columns": [0, split]},
+                  {"features": "embedder", "columns": [split, int(feats.shape[-1])]}]
+        cv_probs = []
+        for i, block in enumerate(blocks):
+            a, b = block["columns"]
+            if c is None:
+                block["C"], block["cv_accuracy"] = choose_c(feats[..., a:b], y, groups, len(modalities))
+                cv_probs.append(cv_probabilities(feats[..., a:b], y, groups, len(modalities), block["C"]))
+            else:
+                block["C"] = c
+            weights[f"head_modality_{i}"] = _fit_views(x[..., a:b], y, len(modalities), block["C"])
+        chosen["modality"] = None
+        model_extra["blocks"] = blocks
+        if cv_probs:
+            model_extra["cv_modality_accuracy"] = _accuracy(np.mean(cv_probs, axis=0), y)
     heads = {"modality": modalities}
     if len(planes) >= 2:
         rows = [i for i, s in enumerate(samples) if s[2] in planes]
         yp = np.array([planes.index(samples[i][2]) for i in rows])
         if c is None:
-            chosen["plane"], cv["plane"] = choose_c(feats[rows], yp, [groups[i] for i in rows], len(planes))
+            chosen["plane"], cv["plane"] = choose_c(feats[:, rows], yp, [groups[i] for i in rows], len(planes))
         else:
             chosen["plane"] = c
         # The plane head is not class-weighted: axial dominates, and rare planes are better guessed axial.
-        weights["head_plane"] = fit_softmax(x[rows], yp, len(planes), chosen["plane"])
+        weights["head_plane"] = _fit_views(x[:, rows], yp, len(planes), chosen["plane"], balanced=False)
         heads["plane"] = planes
     digest = hashlib.sha256("\n".join(f"{s[0]}\t{s[1]}\t{s[2]}" for s in samples).encode()).hexdigest()[:16]
-    features: dict = {"name": STATISTICS if statistics else "embedder", "dim": int(x.shape[1])}
+    features: dict = {"name": "+".join(src["name"] for src in sources), "dim": int(x.shape[-1]), "statistics": statistics,
+                      "physics": physics, "views": list(views), "sources": sources}
     if statistics:
         features.update(histogram_bins=HISTOGRAM_BINS, thumbnail=THUMBNAIL, max_side=MAX_SIDE)
     if embedder is not None:
         features["embedder"] = embedder.info().to_dict()
-        if statistics:
-            features["name"] = f"{STATISTICS}+embedder"
+    kind = "multinomial logistic regression (L-BFGS), classes weighted by 1/sqrt(frequency)"
+    if ensemble:
+        kind = "ensemble: " + kind + ", one per feature source, probabilities averaged"
+    if len(views) > 1:
+        kind += f"; trained on {len(views)} views of each image, probabilities averaged over them"
     config = {
         "kind": CLASSIFIER_KIND, "format_version": CLASSIFIER_VERSION, "created": utc_now(),
         "features": features,
-        "model": {"type": "multinomial logistic regression (L-BFGS), classes weighted by 1/sqrt(frequency)",
-                  "C": chosen["modality"], "C_plane": chosen.get("plane"),
+        "model": {"type": kind, "C": chosen["modality"], "C_plane": chosen.get("plane"),
                   "C_chosen_by": (f"grouped {CV_FOLDS}-fold cross-validation on the training samples" if c is None else "the caller"),
-                  **({"cv_accuracy": cv} if cv else {})},
+                  **({"cv_accuracy": cv} if cv else {}), **model_extra},
         "heads": heads,
         "data": {"samples": len(samples), "modalities": {m: sum(s[1] == m for s in samples) for m in modalities},
                  "planes": plane_counts, "fingerprint": digest,
@@ -587,60 +767,106 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
     return {"samples": len(samples), "heads": heads, "model": config["model"], "heldout": config.get("heldout", {})}
 
 
-def _uses_statistics(config: dict) -> bool:
-    return config["features"]["name"].startswith(STATISTICS)
+def _sources(statistics: bool, physics: bool, embedder) -> list[dict]:
+    """The feature sources in column order, with their column ranges (the embedder's from its dimension)."""
+    out, start = [], 0
+    for name, on in ((STATISTICS, statistics), (PHYSICS, physics), ("embedder", embedder is not None)):
+        if on:
+            dim = _statistics_dim() if name == STATISTICS else _physics_dim() if name == PHYSICS else int(embedder.info().dim)
+            out.append({"name": name, "columns": [start, start + dim]})
+            start += dim
+    return out
 
 
-def _features(images: Sequence, embedder=None, statistics: bool = True) -> np.ndarray:
-    parts = []
-    if statistics:
-        parts.append(np.stack([image_statistics(im) for im in images]))
-    if embedder is not None:
-        parts.append(embedder.embed_images([im.display if hasattr(im, "display") else im for im in images]))
-    return np.hstack(parts).astype(np.float32)
+@functools.lru_cache(maxsize=1)
+def _statistics_dim() -> int:
+    from PIL import Image
+
+    return int(image_statistics(Image.new("L", (8, 8))).shape[0])
 
 
-@functools.lru_cache(maxsize=4096)
-def _file_statistics(path: str, mtime: float) -> np.ndarray:
-    # Cached by path and mtime: an evaluation fits several classifiers on the same images.
+@functools.lru_cache(maxsize=1)
+def _physics_dim() -> int:
+    from PIL import Image
+
+    return int(image_physics(Image.new("L", (8, 8))).shape[0])
+
+
+def _recipe(config: dict) -> dict:
+    """Which features and views a saved classifier uses (v3 folders: from the feature name, the original view only)."""
+    features = config["features"]
+    return {"statistics": bool(features.get("statistics", features["name"].startswith(STATISTICS))),
+            "physics": bool(features.get("physics", False)), "views": tuple(features.get("views", ("original",)))}
+
+
+def _features(images: Sequence, embedder=None, statistics: bool = True, physics: bool = False,
+              views: Sequence[str] = ("original",)) -> np.ndarray:
+    """(views, images, dim) features of PIL images or MedicalImages."""
+    out = []
+    for view in views:
+        shown = [image_view(im, view) for im in images]
+        parts = []
+        if statistics:
+            parts.append(np.stack([image_statistics(im) for im in shown]))
+        if physics:
+            parts.append(np.stack([image_physics(im) for im in shown]))
+        if embedder is not None:
+            parts.append(embedder.embed_images(shown))
+        out.append(np.hstack(parts))
+    return np.stack(out).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16384)
+def _file_statistics(path: str, mtime: float, view: str = "original") -> np.ndarray:
+    # Cached by path, mtime and view: an evaluation fits several classifiers on the same images.
     from medrag.vision.image import load_image
 
-    return image_statistics(load_image(path, modality="unknown"))
+    return image_statistics(image_view(load_image(path, modality="unknown"), view))
 
 
-def _features_of(samples, embedder=None, statistics: bool = True) -> tuple[np.ndarray, list[int]]:
-    """Features of the readable sample images (unreadable ones are logged and skipped), in batches.
+@functools.lru_cache(maxsize=16384)
+def _file_physics(path: str, mtime: float, view: str = "original") -> np.ndarray:
+    from medrag.vision.image import load_image
+
+    return image_physics(image_view(load_image(path, modality="unknown"), view))
+
+
+def _features_of(samples, embedder=None, statistics: bool = True, physics: bool = False,
+                 views: Sequence[str] = ("original",)) -> tuple[np.ndarray, list[int]]:
+    """(views, readable samples, dim) features of the sample images (unreadable ones are logged and skipped), in batches.
 
     Images are read with ``load_image`` (PNG/JPEG/16-bit/DICOM, windowed for display), as intake reads them.
     """
     from medrag.vision.image import load_image
 
-    parts, kept, batch, stats = [], [], [], []
+    parts, kept, batch, rows = [], [], [], []
     for i, sample in enumerate(samples):
         try:
-            row = _file_statistics(str(sample[0]), os.stat(sample[0]).st_mtime) if statistics else None
+            mtime = os.stat(sample[0]).st_mtime
+            row = [np.concatenate(([_file_statistics(str(sample[0]), mtime, v)] if statistics else [])
+                                  + ([_file_physics(str(sample[0]), mtime, v)] if physics else [])) for v in views
+                   ] if statistics or physics else None
             display = load_image(sample[0], modality="unknown").display if embedder is not None else None
         except (OSError, InputError, ValueError) as exc:
             log.warning("skipping %s: %s", sample[0], exc)
             continue
         kept.append(i)
-        if statistics:
-            stats.append(row)
+        rows.append(row)
         if embedder is not None:
             batch.append(display)
             if len(batch) == 64:
-                parts.append(embedder.embed_images(batch))
+                parts.append(np.stack([embedder.embed_images([image_view(im, v) for im in batch]) for v in views]))
                 batch = []
     if embedder is not None and batch:
-        parts.append(embedder.embed_images(batch))
+        parts.append(np.stack([embedder.embed_images([image_view(im, v) for im in batch]) for v in views]))
     if not kept:
         raise InputError("no readable images to train the modality classifier on")
     columns = []
-    if statistics:
-        columns.append(np.stack(stats))
+    if statistics or physics:
+        columns.append(np.array(rows, dtype=np.float32).transpose(1, 0, 2))
     if embedder is not None:
-        columns.append(np.concatenate(parts))
-    return np.hstack(columns).astype(np.float32), kept
+        columns.append(np.concatenate(parts, axis=1))
+    return np.concatenate(columns, axis=2).astype(np.float32), kept
 
 
 def evaluate_modality_classifier(classifier: ModalityClassifier, samples, labels_as_published: dict[str, str] | None = None) -> dict:
@@ -650,8 +876,9 @@ def evaluate_modality_classifier(classifier: ModalityClassifier, samples, labels
     ``apply_label_audit``, adds ``modality_accuracy_as_labelled``: the same predictions scored against those labels.
     """
     classifier.setup()
+    recipe = _recipe(classifier.config)
     feats, kept = _features_of(samples, classifier.embedder if classifier.config["features"].get("embedder") else None,
-                               _uses_statistics(classifier.config))
+                               recipe["statistics"], recipe["physics"], recipe["views"])
     samples = [samples[i] for i in kept]
     predictions = classifier.predict_features(feats)
     out: dict = {"samples": len(samples)}
