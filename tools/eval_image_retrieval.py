@@ -20,10 +20,14 @@ against the labels as published. label_audit says which file and how many images
 (corrections_applied in all, heldout_corrections among the evaluated images).
 
 Modality (and plane): multinomial logistic regression trained on the training cases (plus the
-labelled radiographs and photographs of --extra-images), three feature sets: image statistics,
-the retriever's image vectors, and both; each head's L2 strength is chosen by grouped
-cross-validation on the training cases, and the headline figure is the feature set with the best
-cross-validated accuracy (the held-out cases play no part in any choice).
+labelled radiographs and photographs of --extra-images), in the variants of MODALITY_VARIANTS:
+feature sets (image statistics, the retriever's image vectors, both, the image_physics cues, and an
+ensemble averaging a statistics-only and a vectors-only regression) times view sets (the image
+alone; with its mirror image; with its mirror image and a 90% centre crop: trained on every view,
+probabilities averaged over them at prediction). Each head's L2 strength is chosen by grouped
+cross-validation on the training cases, and the headline figure is the variant with the best
+cross-validated accuracy (the held-out cases play no part in any choice); modality_selection lists
+every variant's cross-validated and held-out accuracy side by side.
 
 Trains on the train split (whole cases), then embeds the held-out images and
 captions through DualEncoderEmbedder (the path users take) and reports
@@ -84,6 +88,7 @@ def extra_class_report(train, test, extra, used: dict, statistics: dict) -> dict
                                "colour photographs are named by the rules' colour test instead")
     if extra:
         feats, kept = _features_of(train)
+        feats = feats[0]  # the original view
         samples = [train[i] for i in kept]
         rows = [i for i, s in enumerate(samples) if s[1] not in used.get("left_out_too_few", {})]  # as the classifier was trained
         feats, samples = feats[rows], [samples[i] for i in rows]
@@ -105,6 +110,39 @@ def extra_class_report(train, test, extra, used: dict, statistics: dict) -> dict
                 "images": len(guesses), "correct": sum(g == modality for g in guesses), "predicted": guesses,
                 "note": "each extra image predicted by a classifier trained without it; tiny sample, not a held-out accuracy"}
     return counts
+
+
+FEATURE_SETS = {  # variant name -> train_modality_classifier options (embedder: the retriever's image vectors)
+    "image_statistics": {"embedder": False, "statistics": True},
+    "retriever_vectors": {"embedder": True, "statistics": False},
+    "statistics_and_retriever": {"embedder": True, "statistics": True},
+    "image_physics": {"embedder": False, "statistics": False, "physics": True},
+    "statistics_and_physics": {"embedder": False, "statistics": True, "physics": True},
+    "statistics_physics_and_retriever": {"embedder": True, "statistics": True, "physics": True},
+    "ensemble_statistics_retriever": {"embedder": True, "statistics": True, "ensemble": True},
+}
+VIEW_SETS = {"": ("original",), "_flip": ("original", "hflip"), "_flip_crop": ("original", "hflip", "crop90")}
+# Every feature set with every view set (physics alone: original views only, a 17-number probe), simplest first.
+MODALITY_VARIANTS = {f"{name}{suffix}": {**recipe, "views": views} for name, recipe in FEATURE_SETS.items()
+                     for suffix, views in VIEW_SETS.items() if name != "image_physics" or not suffix}
+
+
+def saved_as_asked(folder: Path, options: dict, embedder) -> bool:
+    """Whether FOLDER holds a loadable classifier trained with these options (feature sources, views, ensemble) and embedder."""
+    from medrag.errors import ModelUnavailable
+    from medrag.vision.modality import ModalityClassifier, _recipe
+
+    if not (folder / "config.json").is_file():
+        return False
+    try:
+        config = ModalityClassifier(folder).config
+    except (ModelUnavailable, ValueError, KeyError):
+        return False
+    recipe = _recipe(config)
+    wanted = {"statistics": options.get("statistics", True), "physics": options.get("physics", False),
+              "views": tuple(options.get("views", ("original",)))}
+    same_embedder = config["features"].get("embedder") == (embedder.info().to_dict() if embedder is not None else None)
+    return recipe == wanted and same_embedder and bool(config["model"].get("blocks")) == options.get("ensemble", False)
 
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -247,20 +285,23 @@ def main(argv: list[str] | None = None) -> int:
         result["training"] = {"model": folder, "trained_before": True, **config.get("metrics", {})}
 
     # Modality and plane: trained on the training cases (+ extra labelled images), measured on the evaluated
-    # cases, on three feature sets; the one with the best cross-validated accuracy on the training cases is the headline.
+    # cases, for every variant of MODALITY_VARIANTS; the one with the best cross-validated accuracy on the training
+    # cases is the headline (ties: the simpler, earlier one).
     embedder = DualEncoderEmbedder(folder)
     result["modality_variants"] = {}
-    variants = (("image_statistics", None, True), ("retriever_vectors", embedder, False), ("statistics_and_retriever", embedder, True))
-    for variant, features_from, statistics in variants:
+    for variant, recipe in MODALITY_VARIANTS.items():
         started = time.perf_counter()
         target = (Path(args.save_modality) if args.save_modality else modality_folder) / variant
-        if not (target / "config.json").is_file():
-            train_modality_classifier(train_modality, target, embedder=features_from, statistics=statistics)
+        uses_embedder = recipe["embedder"]
+        options = {k: v for k, v in recipe.items() if k != "embedder"}
+        if not saved_as_asked(target, options, embedder if uses_embedder else None):
+            train_modality_classifier(train_modality, target, embedder=embedder if uses_embedder else None, **options)
         classifier = ModalityClassifier(target, embedder=embedder)
         model = classifier.config["model"]
         result["modality_variants"][variant] = {
-            "features": classifier.config["features"]["name"], "classifier": model,
-            "cv_modality_accuracy": model.get("cv_accuracy", {}).get("modality", {}).get(str(model["C"])),
+            "features": classifier.config["features"]["name"], "views": classifier.config["features"].get("views", ["original"]),
+            "ensemble": bool(model.get("blocks")), "classifier": model,
+            "cv_modality_accuracy": model.get("cv_modality_accuracy", model.get("cv_accuracy", {}).get("modality", {}).get(str(model["C"]))),
             "cv_plane_accuracy": model.get("cv_accuracy", {}).get("plane", {}).get(str(model.get("C_plane"))),
             "train_images": classifier.config["data"]["samples"], "train_classes": classifier.config["data"]["modalities"],
             "left_out_too_few": classifier.config["data"].get("left_out_too_few", {}),
@@ -268,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     figures = result["modality_variants"]
     used = max(figures, key=lambda v: figures[v]["cv_modality_accuracy"] or 0.0)
     plane_used = max(figures, key=lambda v: figures[v]["cv_plane_accuracy"] or 0.0)
+    result["modality_selection"] = {
+        "rule": "headline = the variant with the best grouped cross-validated modality accuracy on the training cases "
+                "(ties: the earlier, simpler one); held-out figures are reported, never used to choose",
+        "variants": {v: {"cv_modality_accuracy": f["cv_modality_accuracy"], "heldout_modality_accuracy": f["modality_accuracy"]}
+                     for v, f in figures.items()}}
     result["modality"] = {"used": used, "chosen_by": "best cross-validated modality accuracy on the training cases", **figures[used]}
     result["plane"] = {"used": plane_used, "chosen_by": "best cross-validated plane accuracy on the training cases",
                        **{k: figures[plane_used].get(k) for k in ("plane_accuracy", "plane_majority", "plane_samples", "cv_plane_accuracy")}}

@@ -48,3 +48,32 @@ def test_the_project_audit_is_the_default(tool):
     assert "--label-audit" in tool.__doc__
     report = tool.audited_samples([], [], str(tool.DEFAULT_LABEL_AUDIT))[3]
     assert report["file"] == "evals/medpix_label_audit.jsonl" and report["corrections_applied"] == 0  # no samples, nothing applied
+
+
+def test_variants_cover_every_feature_set_and_view_set_and_saved_ones_are_reused_only_as_asked(tool, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from medrag.vision.modality import train_modality_classifier
+
+    variants = tool.MODALITY_VARIANTS
+    assert list(variants)[:3] == ["image_statistics", "image_statistics_flip", "image_statistics_flip_crop"]  # simplest first
+    assert "image_physics" in variants and "image_physics_flip" not in variants
+    assert variants["ensemble_statistics_retriever_flip_crop"] == {"embedder": True, "statistics": True, "ensemble": True,
+                                                                   "views": ("original", "hflip", "crop90")}
+    samples = []
+    for i in range(4):
+        for modality, level in (("ct", 30), ("mr", 200)):
+            path = tmp_path / f"{modality}{i}.png"
+            Image.fromarray(np.full((16, 16), level + i, dtype=np.uint8), "L").save(path)
+            samples.append((str(path), modality, None, f"case{i}"))
+    folder = tmp_path / "clf"
+    assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original",)}, None)  # nothing saved
+    train_modality_classifier(samples, folder, min_modality_examples=2, c=1.0, views=("original", "hflip"))
+    assert tool.saved_as_asked(folder, {"statistics": True, "views": ("original", "hflip")}, None)
+    assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original",)}, None)
+    assert not tool.saved_as_asked(folder, {"statistics": True, "physics": True, "views": ("original", "hflip")}, None)
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = 2  # an older classifier left in --save-modality: trained again
+    (folder / "config.json").write_text(json.dumps(config))
+    assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original", "hflip")}, None)
