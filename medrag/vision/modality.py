@@ -406,6 +406,9 @@ def image_physics(image) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
+IMAGE_FEATURES = {STATISTICS: image_statistics, PHYSICS: image_physics}  # per-image feature blocks by their saved name
+
+
 @dataclass(frozen=True)
 class ModalityPrediction:
     modality: str
@@ -767,29 +770,28 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
     return {"samples": len(samples), "heads": heads, "model": config["model"], "heldout": config.get("heldout", {})}
 
 
+def _image_blocks(statistics: bool, physics: bool) -> list[str]:
+    """The per-image feature blocks in column order (names of ``IMAGE_FEATURES``)."""
+    return [name for name, on in ((STATISTICS, statistics), (PHYSICS, physics)) if on]
+
+
 def _sources(statistics: bool, physics: bool, embedder) -> list[dict]:
     """The feature sources in column order, with their column ranges (the embedder's from its dimension)."""
+    dims = [(name, _feature_dim(name)) for name in _image_blocks(statistics, physics)]
+    if embedder is not None:
+        dims.append(("embedder", int(embedder.info().dim)))
     out, start = [], 0
-    for name, on in ((STATISTICS, statistics), (PHYSICS, physics), ("embedder", embedder is not None)):
-        if on:
-            dim = _statistics_dim() if name == STATISTICS else _physics_dim() if name == PHYSICS else int(embedder.info().dim)
-            out.append({"name": name, "columns": [start, start + dim]})
-            start += dim
+    for name, dim in dims:
+        out.append({"name": name, "columns": [start, start + dim]})
+        start += dim
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _statistics_dim() -> int:
+@functools.lru_cache(maxsize=len(IMAGE_FEATURES))
+def _feature_dim(name: str) -> int:
     from PIL import Image
 
-    return int(image_statistics(Image.new("L", (8, 8))).shape[0])
-
-
-@functools.lru_cache(maxsize=1)
-def _physics_dim() -> int:
-    from PIL import Image
-
-    return int(image_physics(Image.new("L", (8, 8))).shape[0])
+    return int(IMAGE_FEATURES[name](Image.new("L", (8, 8))).shape[0])
 
 
 def _recipe(config: dict) -> dict:
@@ -805,30 +807,19 @@ def _features(images: Sequence, embedder=None, statistics: bool = True, physics:
     out = []
     for view in views:
         shown = [image_view(im, view) for im in images]
-        parts = []
-        if statistics:
-            parts.append(np.stack([image_statistics(im) for im in shown]))
-        if physics:
-            parts.append(np.stack([image_physics(im) for im in shown]))
+        parts = [np.stack([IMAGE_FEATURES[name](im) for im in shown]) for name in _image_blocks(statistics, physics)]
         if embedder is not None:
             parts.append(embedder.embed_images(shown))
         out.append(np.hstack(parts))
     return np.stack(out).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=16384)
-def _file_statistics(path: str, mtime: float, view: str = "original") -> np.ndarray:
-    # Cached by path, mtime and view: an evaluation fits several classifiers on the same images.
+@functools.lru_cache(maxsize=32768)
+def _file_feature(path: str, mtime: float, view: str, name: str) -> np.ndarray:
+    # Cached by path, mtime, view and block: an evaluation fits several classifiers on the same images.
     from medrag.vision.image import load_image
 
-    return image_statistics(image_view(load_image(path, modality="unknown"), view))
-
-
-@functools.lru_cache(maxsize=16384)
-def _file_physics(path: str, mtime: float, view: str = "original") -> np.ndarray:
-    from medrag.vision.image import load_image
-
-    return image_physics(image_view(load_image(path, modality="unknown"), view))
+    return IMAGE_FEATURES[name](image_view(load_image(path, modality="unknown"), view))
 
 
 def _features_of(samples, embedder=None, statistics: bool = True, physics: bool = False,
@@ -839,13 +830,12 @@ def _features_of(samples, embedder=None, statistics: bool = True, physics: bool 
     """
     from medrag.vision.image import load_image
 
+    blocks = _image_blocks(statistics, physics)
     parts, kept, batch, rows = [], [], [], []
     for i, sample in enumerate(samples):
         try:
             mtime = os.stat(sample[0]).st_mtime
-            row = [np.concatenate(([_file_statistics(str(sample[0]), mtime, v)] if statistics else [])
-                                  + ([_file_physics(str(sample[0]), mtime, v)] if physics else [])) for v in views
-                   ] if statistics or physics else None
+            row = [np.concatenate([_file_feature(str(sample[0]), mtime, v, name) for name in blocks]) for v in views] if blocks else None
             display = load_image(sample[0], modality="unknown").display if embedder is not None else None
         except (OSError, InputError, ValueError) as exc:
             log.warning("skipping %s: %s", sample[0], exc)
@@ -862,7 +852,7 @@ def _features_of(samples, embedder=None, statistics: bool = True, physics: bool 
     if not kept:
         raise InputError("no readable images to train the modality classifier on")
     columns = []
-    if statistics or physics:
+    if blocks:
         columns.append(np.array(rows, dtype=np.float32).transpose(1, 0, 2))
     if embedder is not None:
         columns.append(np.concatenate(parts, axis=1))
