@@ -120,11 +120,16 @@ FEATURE_SETS = {  # variant name -> train_modality_classifier options (embedder:
     "statistics_and_physics": {"embedder": False, "statistics": True, "physics": True},
     "statistics_physics_and_retriever": {"embedder": True, "statistics": True, "physics": True},
     "ensemble_statistics_retriever": {"embedder": True, "statistics": True, "ensemble": True},
+    "statistics_and_texture": {"embedder": False, "statistics": True, "texture": True},
+    "statistics_texture_and_retriever": {"embedder": True, "statistics": True, "texture": True},
 }
 VIEW_SETS = {"": ("original",), "_flip": ("original", "hflip"), "_flip_crop": ("original", "hflip", "crop90")}
-# Every feature set with every view set (physics alone: original views only, a 17-number probe), simplest first.
+# Every feature set with every view set (physics alone: original views only, a 17-number probe), simplest first;
+# then the perceptron head (minutes per variant, not seconds) on image-only features, three views.
 MODALITY_VARIANTS = {f"{name}{suffix}": {**recipe, "views": views} for name, recipe in FEATURE_SETS.items()
                      for suffix, views in VIEW_SETS.items() if name != "image_physics" or not suffix}
+MODALITY_VARIANTS |= {f"{name}_mlp_flip_crop": {**FEATURE_SETS[name], "views": VIEW_SETS["_flip_crop"], "head": "mlp"}
+                      for name in ("image_statistics", "statistics_and_texture")}
 
 
 def saved_as_asked(folder: Path, options: dict, embedder) -> bool:
@@ -140,9 +145,10 @@ def saved_as_asked(folder: Path, options: dict, embedder) -> bool:
         return False
     recipe = _recipe(config)
     wanted = {"statistics": options.get("statistics", True), "physics": options.get("physics", False),
-              "views": tuple(options.get("views", ("original",)))}
+              "texture": options.get("texture", False), "views": tuple(options.get("views", ("original",)))}
     same_embedder = config["features"].get("embedder") == (embedder.info().to_dict() if embedder is not None else None)
-    return recipe == wanted and same_embedder and bool(config["model"].get("blocks")) == options.get("ensemble", False)
+    same_head = config["model"].get("head", "logistic") == options.get("head", "logistic")
+    return recipe == wanted and same_embedder and same_head and bool(config["model"].get("blocks")) == options.get("ensemble", False)
 
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -301,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         result["modality_variants"][variant] = {
             "features": classifier.config["features"]["name"], "views": classifier.config["features"].get("views", ["original"]),
             "ensemble": bool(model.get("blocks")), "classifier": model,
-            "cv_modality_accuracy": model.get("cv_modality_accuracy", model.get("cv_accuracy", {}).get("modality", {}).get(str(model["C"]))),
+            "cv_modality_accuracy": model.get("cv_modality_accuracy"),
             "cv_plane_accuracy": model.get("cv_accuracy", {}).get("plane", {}).get(str(model.get("C_plane"))),
             "train_images": classifier.config["data"]["samples"], "train_classes": classifier.config["data"]["modalities"],
             "left_out_too_few": classifier.config["data"].get("left_out_too_few", {}),

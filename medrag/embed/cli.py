@@ -114,6 +114,8 @@ def images_train_modality(
     views: Annotated[str, typer.Option("--views", help="comma-separated views each image is trained on and predicted over (probabilities averaged): original, hflip, crop90")] = "original",
     physics: Annotated[bool, typer.Option("--physics", help="add the image_physics CT-vs-MR cues to the features")] = False,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="with --embedder: one regression on statistics and one on the vectors, probabilities averaged")] = False,
+    texture: Annotated[bool, typer.Option("--texture", help="add the image_texture local-binary-pattern histograms to the features")] = False,
+    head: Annotated[str, typer.Option("--head", help="modality head: logistic (regression) or mlp (one hidden layer; slower to train)")] = "logistic",
 ) -> None:
     """Train the modality/plane classifier that routes image queries, and print its held-out accuracy."""
     from medrag.embed.medpix import split_by_group
@@ -134,7 +136,8 @@ def images_train_modality(
         image_embedder = make_image_embedder(embedder, device=settings.device)
     metrics = train_modality_classifier([samples[int(p.image_path)] for p in train], target,
                                         eval_samples=[samples[int(p.image_path)] for p in test], embedder=image_embedder,
-                                        views=[v.strip() for v in views.split(",") if v.strip()], physics=physics, ensemble=ensemble)
+                                        views=[v.strip() for v in views.split(",") if v.strip()], physics=physics, ensemble=ensemble,
+                                        texture=texture, head=head)
     typer.echo(f"trained on {metrics['samples']} images ({', '.join(metrics['heads']['modality'])}) -> {target}")
     held = metrics.get("heldout") or {}
     if held:

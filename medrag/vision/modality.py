@@ -21,7 +21,8 @@ or train a classifier (``medrag images train-modality``) and save it where
 ``detect_modality`` looks.
 
 ``ModalityClassifier`` is the trained alternative: modality and plane by multinomial
-logistic regression on image statistics (optionally with the ``image_physics`` cues and an
+logistic regression (or, for modality, a one-hidden-layer perceptron) on image statistics
+(optionally with the ``image_physics`` cues, the ``image_texture`` histograms and an
 image embedder's vectors, or an ensemble of one regression per source), trained on one or
 more views of each image (``image_view``: mirrored, centre-cropped) with the probabilities
 averaged over the same views at prediction, its L2 strength picked by cross-validation over
@@ -36,7 +37,7 @@ import functools
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,16 +121,21 @@ def detect_modality(image, model_folder: str | Path | None = None) -> tuple[str,
 # --- a trained classifier: modality and plane from image statistics ------------------------
 
 CLASSIFIER_KIND = "medrag.modality-classifier"
-CLASSIFIER_VERSION = 4  # 4: optional views, image_physics_v1 block, per-source ensemble (v3 folders still load; v2 fail with "train it again")
-READABLE_VERSIONS = (3, 4)
+CLASSIFIER_VERSION = 5  # 5: image_texture_v1 block, perceptron head; 4: views, image_physics_v1, ensemble (v3/v4 still load; v2: "train it again")
+READABLE_VERSIONS = (3, 4, 5)
 STATISTICS = "image_statistics_v3"
 PHYSICS = "image_physics_v1"
+TEXTURE = "image_texture_v1"
+TEXTURE_PATTERNS = ((8, 1), (8, 2), (16, 4))  # (neighbours, radius in px on the 256 px square) of the LBP histograms
 VIEWS = ("original", "hflip", "crop90")  # the views a classifier can be trained and asked on (see image_view)
 CROP_FRACTION = 0.9
 HISTOGRAM_BINS = 32
 THUMBNAIL = 16
 MAX_SIDE = 512  # statistics are measured on the image shrunk to at most this side: bounded cost, same look
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+MLP_HIDDEN = 256
+MLP_ALPHA_GRID = (0.1, 0.3, 1.0)  # L2 strength of the perceptron head, chosen by grouped cross-validation like C
+MLP_MAX_ITER = 300
 CV_FOLDS = 5
 
 
@@ -406,7 +412,34 @@ def image_physics(image) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
-IMAGE_FEATURES = {STATISTICS: image_statistics, PHYSICS: image_physics}  # per-image feature blocks by their saved name
+def image_texture(image) -> np.ndarray:
+    """Local texture of one image (PIL image or MedicalImage): 76 numbers (image_texture_v1).
+
+    Histograms of rotation-invariant uniform local binary patterns at three radii (``TEXTURE_PATTERNS``)
+    over the body and over the brightest tenth of the image. Why: CT and MR differ in fine texture (CT
+    quantum noise and sharp cortical bone edges; MR's smoother signal, bright fat and signal-free bone),
+    which grey-level statistics on a thumbnail miss.
+    """
+    import warnings
+
+    from skimage.feature import local_binary_pattern
+
+    g, _, _ = _gray_u8(image)
+    x = _square(g, 256)
+    levels = (x * 255.0).round().astype(np.uint8)
+    masks = (_body_mask(x), x >= np.percentile(x, 90))
+    out: list[float] = []
+    for neighbours, radius in TEXTURE_PATTERNS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skimage warns on flat images; their histogram is all one pattern
+            codes = local_binary_pattern(levels, neighbours, radius, "uniform").astype(np.int64)
+        for mask in masks:
+            counts = np.bincount(codes[mask], minlength=neighbours + 2)[: neighbours + 2].astype(np.float64)
+            out += list(counts / max(counts.sum(), 1.0))
+    return np.asarray(out, dtype=np.float32)
+
+
+IMAGE_FEATURES = {STATISTICS: image_statistics, PHYSICS: image_physics, TEXTURE: image_texture}  # per-image feature blocks by their saved name
 
 
 @dataclass(frozen=True)
@@ -452,6 +485,65 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 0.01, s
     return result.x.reshape(d + 1, n_classes).astype(np.float32)
 
 
+def _fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, strength: float, sample_weight: np.ndarray | None) -> dict:
+    return {"w": fit_softmax(x, y, n_classes, strength, sample_weight)}
+
+
+def _logistic_logits(x: np.ndarray, params: dict) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1), dtype=x.dtype)]) @ params["w"]
+
+
+def _fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, strength: float, sample_weight: np.ndarray | None) -> dict:
+    """A one-hidden-layer perceptron (scikit-learn's, Adam, L2 ``strength``), kept as plain arrays: numpy predicts."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed budget of epochs is the point, not convergence
+        net = MLPClassifier((MLP_HIDDEN,), alpha=strength, max_iter=MLP_MAX_ITER, random_state=0).fit(x, y, sample_weight=sample_weight)
+    w2, b2 = net.coefs_[1], net.intercepts_[1]
+    if len(net.classes_) == 2:  # scikit-learn gives two classes one logistic output: logits (0, z) mean the same
+        w2, b2 = np.hstack([np.zeros_like(w2), w2]), np.array([0.0, b2[0]])
+    full_w2, full_b2 = np.zeros((w2.shape[0], n_classes)), np.full(n_classes, -1e4)  # a class this fit never saw never wins
+    full_w2[:, net.classes_], full_b2[net.classes_] = w2, b2
+    return {"w1": net.coefs_[0].astype(np.float32), "b1": net.intercepts_[0].astype(np.float32),
+            "w2": full_w2.astype(np.float32), "b2": full_b2.astype(np.float32)}
+
+
+def _mlp_logits(x: np.ndarray, params: dict) -> np.ndarray:
+    return np.maximum(x @ params["w1"] + params["b1"], 0.0) @ params["w2"] + params["b2"]
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """One kind of classification head: how to fit it, its logits, its L2 strength grid and name."""
+
+    fit: Callable[..., dict]
+    logits: Callable[[np.ndarray, dict], np.ndarray]
+    grid: tuple[float, ...]
+    strength: str  # the config key of the L2 setting ("C": smaller is stronger; "alpha": larger is stronger)
+    description: str
+
+    def regularisation(self, value: float) -> float:
+        """Larger means more regularised (ties in cross-validation go to the more regularised value)."""
+        return -value if self.strength == "C" else value
+
+
+HEADS = {
+    "logistic": ClassifierHead(_fit_logistic, _logistic_logits, C_GRID, "C", "multinomial logistic regression (L-BFGS)"),
+    "mlp": ClassifierHead(_fit_mlp, _mlp_logits, MLP_ALPHA_GRID, "alpha",
+                          f"one-hidden-layer perceptron ({MLP_HIDDEN} ReLU units, Adam, {MLP_MAX_ITER} epochs, L2 alpha)"),
+}
+
+
+def _head(kind: str) -> ClassifierHead:
+    if kind not in HEADS:
+        raise InputError(f"unknown classifier head {kind!r}: use one of {list(HEADS)}")
+    return HEADS[kind]
+
+
 def _fold_of(group: str, folds: int) -> int:
     import hashlib
 
@@ -463,22 +555,36 @@ def _as_views(x: np.ndarray) -> np.ndarray:
     return x[None] if x.ndim == 2 else x
 
 
-def _fit_views(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, balanced: bool = True) -> np.ndarray:
-    """fit_softmax on every view of every sample (x: (views, samples, dim), standardised), each view a training row."""
+def _fit_views(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, balanced: bool = True, head: str = "logistic") -> dict:
+    """Fit a head on every view of every sample (x: (views, samples, dim), standardised), each view a training row."""
     views = x.shape[0]
     yy = np.tile(y, views)
-    return fit_softmax(x.reshape(-1, x.shape[-1]), yy, n_classes, c, balanced_weights_full(yy, n_classes) if balanced else None)
+    return _head(head).fit(x.reshape(-1, x.shape[-1]), yy, n_classes, c, balanced_weights_full(yy, n_classes) if balanced else None)
 
 
-def _view_probabilities(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+def _view_probabilities(x: np.ndarray, params: dict, head: str = "logistic") -> np.ndarray:
     """Class probabilities of (views, samples, dim) standardised features, averaged over the views: (samples, classes)."""
     x = _as_views(x)
-    ones = np.ones((*x.shape[:2], 1), dtype=x.dtype)
-    return _softmax((np.concatenate([x, ones], axis=2) @ w).reshape(-1, w.shape[1])).reshape(x.shape[0], x.shape[1], -1).mean(axis=0)
+    logits = _head(head).logits(x.reshape(-1, x.shape[-1]), params)
+    return _softmax(logits).reshape(x.shape[0], x.shape[1], -1).mean(axis=0)
+
+
+def _store_head(weights: dict, key: str, params: dict) -> None:
+    # A logistic head stays one array under its key, as format 3 and 4 folders hold it; other heads: "key.name".
+    if set(params) == {"w"}:
+        weights[key] = params["w"]
+    else:
+        weights.update({f"{key}.{name}": value for name, value in params.items()})
+
+
+def _stored_head(weights: dict, key: str) -> dict:
+    if key in weights:
+        return {"w": weights[key]}
+    return {name[len(key) + 1:]: value for name, value in weights.items() if name.startswith(key + ".")}
 
 
 def cv_probabilities(x: np.ndarray, y: np.ndarray, groups: Sequence[str], n_classes: int, c: float, folds: int = CV_FOLDS,
-                     balanced: bool = True) -> np.ndarray:
+                     balanced: bool = True, head: str = "logistic") -> np.ndarray:
     """Out-of-fold class probabilities (samples, classes) of grouped cross-validation (whole groups per fold).
 
     ``x`` is (samples, dim) or (views, samples, dim): a fold trains on every view of its training samples and
@@ -494,8 +600,8 @@ def cv_probabilities(x: np.ndarray, y: np.ndarray, groups: Sequence[str], n_clas
             continue
         flat = x[:, train].reshape(-1, x.shape[-1])
         mean, std = flat.mean(axis=0), flat.std(axis=0) + 1e-6
-        w = _fit_views((x[:, train] - mean) / std, y[train], n_classes, c, balanced)
-        out[test] = _view_probabilities((x[:, test] - mean) / std, w)
+        params = _fit_views((x[:, train] - mean) / std, y[train], n_classes, c, balanced, head)
+        out[test] = _view_probabilities((x[:, test] - mean) / std, params, head)
     return out
 
 
@@ -504,17 +610,20 @@ def _accuracy(probabilities: np.ndarray, y: np.ndarray) -> float:
     return round(float(np.mean((probabilities.argmax(axis=1) == y) & (probabilities.sum(axis=1) > 0))), 4)
 
 
-def choose_c(x: np.ndarray, y: np.ndarray, groups: Sequence[str], n_classes: int, grid: Sequence[float] = C_GRID,
-             folds: int = CV_FOLDS) -> tuple[float, dict[str, float]]:
-    """The L2 strength C with the best accuracy in grouped cross-validation (whole groups per fold), and every C's accuracy.
+def choose_c(x: np.ndarray, y: np.ndarray, groups: Sequence[str], n_classes: int, grid: Sequence[float] | None = None,
+             folds: int = CV_FOLDS, head: str = "logistic") -> tuple[float, dict[str, float]]:
+    """The L2 strength (C, or alpha for the perceptron) with the best accuracy in grouped cross-validation (whole groups
+    per fold), and every value's accuracy.
 
     Only the training samples take part, so the choice never sees held-out cases. ``x`` may hold several views
-    (see ``cv_probabilities``). Ties go to the smaller C (stronger regularisation).
+    (see ``cv_probabilities``). ``grid`` defaults to the head's. Ties go to the stronger regularisation.
     """
+    kind = _head(head)
+    grid = kind.grid if grid is None else grid
     scores: dict[str, float] = {}
     for c in grid:
-        scores[str(c)] = _accuracy(cv_probabilities(x, y, groups, n_classes, c, folds), y)
-    best = max(grid, key=lambda c: (scores[str(c)], -c))
+        scores[str(c)] = _accuracy(cv_probabilities(x, y, groups, n_classes, c, folds, head=head), y)
+    best = max(grid, key=lambda c: (scores[str(c)], kind.regularisation(c)))
     return best, scores
 
 
@@ -604,8 +713,8 @@ class ModalityClassifier:
         """The classifier's input for PIL images or MedicalImages: (views, images, dim)."""
         self.setup()
         recipe = _recipe(self.config)
-        return _features(images, self.embedder if self.config["features"].get("embedder") else None, recipe["statistics"],
-                         recipe["physics"], recipe["views"])
+        return _features(images, self.embedder if self.config["features"].get("embedder") else None, _recipe_blocks(recipe),
+                         recipe["views"])
 
     def probabilities(self, features: np.ndarray, head: str = "modality") -> np.ndarray:
         """Class probabilities (images, classes) of a head for features (images, dim) or (views, images, dim),
@@ -614,8 +723,9 @@ class ModalityClassifier:
         x = (_as_views(np.asarray(features, dtype=np.float32)) - self._weights["mean"]) / self._weights["std"]
         blocks = self.config["model"].get("blocks") if head == "modality" else None
         if not blocks:
-            return _view_probabilities(x, self._weights[f"head_{head}"])
-        return np.mean([_view_probabilities(x[..., a:b], self._weights[f"head_{head}_{i}"])
+            kind = self.config["model"].get("head", "logistic") if head == "modality" else "logistic"
+            return _view_probabilities(x, _stored_head(self._weights, f"head_{head}"), kind)
+        return np.mean([_view_probabilities(x[..., a:b], _stored_head(self._weights, f"head_{head}_{i}"))
                         for i, (a, b) in enumerate(block["columns"] for block in blocks)], axis=0)
 
     def predict_features(self, features: np.ndarray) -> list[ModalityPrediction]:
@@ -644,16 +754,19 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
                               c: float | None = None, eval_samples: Sequence[tuple[str, str, str | None, str]] = (),
                               min_plane_examples: int = 20, min_modality_examples: int = 5, embedder=None,
                               statistics: bool = True, physics: bool = False, views: Sequence[str] = ("original",),
-                              ensemble: bool = False) -> dict:
+                              ensemble: bool = False, texture: bool = False, head: str = "logistic") -> dict:
     """Fit the classifier on (image_path, modality, plane or None, group) samples and save it.
 
     Features: ``image_statistics``; with ``physics`` the cues of ``image_physics`` are appended; with
+    ``texture`` the local-binary-pattern histograms of ``image_texture``; with
     ``embedder`` (an ImageTextEmbedder) its image vectors are appended (or used alone with ``statistics=False``),
     so an image index's own embedder helps routing (the classifier then only works with that embedder,
     checked by fingerprint). ``views`` (names in ``VIEWS``): every training image is seen in each view
     (augmentation) and predictions average the probabilities over the same views. ``ensemble``: instead of
     one regression on all features, one per source (statistics with physics, embedder vectors), each with
-    its own C, probabilities averaged (the plane head stays one regression).
+    its own C, probabilities averaged (the plane head stays one regression). ``head``: the modality head, a key of
+    ``HEADS``: "logistic" (multinomial logistic regression) or "mlp" (a perceptron with one hidden layer: it can
+    combine cues non-linearly, and is slower to train; its L2 alpha is chosen like C; the plane head stays logistic).
     ``c`` is the inverse L2 strength; by default each head (and block) picks it from ``C_GRID`` by grouped
     cross-validation on ``samples`` (never on ``eval_samples``); the cross-validated accuracy of the whole
     model is stored as ``model.cv_modality_accuracy``. Classes are weighted by
@@ -668,15 +781,19 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
 
     from medrag.storage import atomic_folder, utc_now, write_json
 
-    if embedder is None and not statistics and not physics:
+    blocks = _image_blocks(statistics, physics, texture)
+    if embedder is None and not blocks:
         raise InputError("nothing to classify on: pass an embedder or keep statistics=True")
     views = tuple(views)
     if not views or len(set(views)) != len(views) or any(v not in VIEWS for v in views):
         raise InputError(f"views must be distinct names among {list(VIEWS)}, got {list(views)}")
-    sources = _sources(statistics, physics, embedder)
-    if ensemble and (embedder is None or not (statistics or physics)):
-        raise InputError("an ensemble needs two feature sources: image statistics (or physics) and an embedder")
-    feats, kept = _features_of(samples, embedder, statistics, physics, views)  # (views, samples, dim)
+    kind = _head(head)
+    sources = _sources(blocks, embedder)
+    if ensemble and (embedder is None or not blocks):
+        raise InputError("an ensemble needs two feature sources: image statistics (or physics, texture) and an embedder")
+    if ensemble and head != "logistic":
+        raise InputError("an ensemble is made of logistic regressions: leave head='logistic' or drop ensemble")
+    feats, kept = _features_of(samples, embedder, blocks, views)  # (views, samples, dim)
     samples = [samples[i] for i in kept]
     counts = {m: sum(s[1] == m for s in samples) for m in sorted({s[1] for s in samples})}
     too_few = {m: n for m, n in counts.items() if n < min_modality_examples}
@@ -702,11 +819,11 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
     chosen, cv, model_extra = {}, {}, {}
     if not ensemble:
         if c is None:
-            chosen["modality"], cv["modality"] = choose_c(feats, y, groups, len(modalities))
+            chosen["modality"], cv["modality"] = choose_c(feats, y, groups, len(modalities), head=head)
             model_extra["cv_modality_accuracy"] = cv["modality"][str(chosen["modality"])]
         else:
             chosen["modality"] = c
-        weights["head_modality"] = _fit_views(x, y, len(modalities), chosen["modality"])
+        _store_head(weights, "head_modality", _fit_views(x, y, len(modalities), chosen["modality"], head=head))
     else:
         split = sources[-1]["columns"][0]  # the embedder's columns come last
         blocks = [{"features": "+".join(src["name"] for src in sources if src["name"] != "embedder"), "columns": [0, split]},
@@ -719,7 +836,7 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
                 cv_probs.append(cv_probabilities(feats[..., a:b], y, groups, len(modalities), block["C"]))
             else:
                 block["C"] = c
-            weights[f"head_modality_{i}"] = _fit_views(x[..., a:b], y, len(modalities), block["C"])
+            _store_head(weights, f"head_modality_{i}", _fit_views(x[..., a:b], y, len(modalities), block["C"]))
         chosen["modality"] = None
         model_extra["blocks"] = blocks
         if cv_probs:
@@ -733,24 +850,26 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
         else:
             chosen["plane"] = c
         # The plane head is not class-weighted: axial dominates, and rare planes are better guessed axial.
-        weights["head_plane"] = _fit_views(x[:, rows], yp, len(planes), chosen["plane"], balanced=False)
+        _store_head(weights, "head_plane", _fit_views(x[:, rows], yp, len(planes), chosen["plane"], balanced=False))
         heads["plane"] = planes
     digest = hashlib.sha256("\n".join(f"{s[0]}\t{s[1]}\t{s[2]}" for s in samples).encode()).hexdigest()[:16]
     features: dict = {"name": "+".join(src["name"] for src in sources), "dim": int(x.shape[-1]), "statistics": statistics,
-                      "physics": physics, "views": list(views), "sources": sources}
+                      "physics": physics, "texture": texture, "views": list(views), "sources": sources}
     if statistics:
         features.update(histogram_bins=HISTOGRAM_BINS, thumbnail=THUMBNAIL, max_side=MAX_SIDE)
     if embedder is not None:
         features["embedder"] = embedder.info().to_dict()
-    kind = "multinomial logistic regression (L-BFGS), classes weighted by 1/sqrt(frequency)"
+    described = f"{kind.description}, classes weighted by 1/sqrt(frequency)"
     if ensemble:
-        kind = "ensemble: " + kind + ", one per feature source, probabilities averaged"
+        described = "ensemble: " + described + ", one per feature source, probabilities averaged"
     if len(views) > 1:
-        kind += f"; trained on {len(views)} views of each image, probabilities averaged over them"
+        described += f"; trained on {len(views)} views of each image, probabilities averaged over them"
+    if head != "logistic":
+        described += "; plane head: multinomial logistic regression"
     config = {
         "kind": CLASSIFIER_KIND, "format_version": CLASSIFIER_VERSION, "created": utc_now(),
         "features": features,
-        "model": {"type": kind, "C": chosen["modality"], "C_plane": chosen.get("plane"),
+        "model": {"type": described, "head": head, kind.strength: chosen["modality"], "C_plane": chosen.get("plane"),
                   "C_chosen_by": (f"grouped {CV_FOLDS}-fold cross-validation on the training samples" if c is None else "the caller"),
                   **({"cv_accuracy": cv} if cv else {}), **model_extra},
         "heads": heads,
@@ -770,14 +889,14 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
     return {"samples": len(samples), "heads": heads, "model": config["model"], "heldout": config.get("heldout", {})}
 
 
-def _image_blocks(statistics: bool, physics: bool) -> list[str]:
+def _image_blocks(statistics: bool, physics: bool, texture: bool = False) -> list[str]:
     """The per-image feature blocks in column order (names of ``IMAGE_FEATURES``)."""
-    return [name for name, on in ((STATISTICS, statistics), (PHYSICS, physics)) if on]
+    return [name for name, on in ((STATISTICS, statistics), (PHYSICS, physics), (TEXTURE, texture)) if on]
 
 
-def _sources(statistics: bool, physics: bool, embedder) -> list[dict]:
+def _sources(blocks: Sequence[str], embedder) -> list[dict]:
     """The feature sources in column order, with their column ranges (the embedder's from its dimension)."""
-    dims = [(name, _feature_dim(name)) for name in _image_blocks(statistics, physics)]
+    dims = [(name, _feature_dim(name)) for name in blocks]
     if embedder is not None:
         dims.append(("embedder", int(embedder.info().dim)))
     out, start = [], 0
@@ -798,16 +917,21 @@ def _recipe(config: dict) -> dict:
     """Which features and views a saved classifier uses (v3 folders: from the feature name, the original view only)."""
     features = config["features"]
     return {"statistics": bool(features.get("statistics", features["name"].startswith(STATISTICS))),
-            "physics": bool(features.get("physics", False)), "views": tuple(features.get("views", ("original",)))}
+            "physics": bool(features.get("physics", False)), "texture": bool(features.get("texture", False)),
+            "views": tuple(features.get("views", ("original",)))}
 
 
-def _features(images: Sequence, embedder=None, statistics: bool = True, physics: bool = False,
+def _recipe_blocks(recipe: dict) -> list[str]:
+    return _image_blocks(recipe["statistics"], recipe["physics"], recipe["texture"])
+
+
+def _features(images: Sequence, embedder=None, blocks: Sequence[str] = (STATISTICS,),
               views: Sequence[str] = ("original",)) -> np.ndarray:
-    """(views, images, dim) features of PIL images or MedicalImages."""
+    """(views, images, dim) features of PIL images or MedicalImages: the per-image ``blocks``, then the embedder's vectors."""
     out = []
     for view in views:
         shown = [image_view(im, view) for im in images]
-        parts = [np.stack([IMAGE_FEATURES[name](im) for im in shown]) for name in _image_blocks(statistics, physics)]
+        parts = [np.stack([IMAGE_FEATURES[name](im) for im in shown]) for name in blocks]
         if embedder is not None:
             parts.append(embedder.embed_images(shown))
         out.append(np.hstack(parts))
@@ -822,7 +946,7 @@ def _file_feature(path: str, mtime: float, view: str, name: str) -> np.ndarray:
     return IMAGE_FEATURES[name](image_view(load_image(path, modality="unknown"), view))
 
 
-def _features_of(samples, embedder=None, statistics: bool = True, physics: bool = False,
+def _features_of(samples, embedder=None, blocks: Sequence[str] = (STATISTICS,),
                  views: Sequence[str] = ("original",)) -> tuple[np.ndarray, list[int]]:
     """(views, readable samples, dim) features of the sample images (unreadable ones are logged and skipped), in batches.
 
@@ -830,7 +954,6 @@ def _features_of(samples, embedder=None, statistics: bool = True, physics: bool 
     """
     from medrag.vision.image import load_image
 
-    blocks = _image_blocks(statistics, physics)
     parts, kept, batch, rows = [], [], [], []
     for i, sample in enumerate(samples):
         try:
@@ -868,7 +991,7 @@ def evaluate_modality_classifier(classifier: ModalityClassifier, samples, labels
     classifier.setup()
     recipe = _recipe(classifier.config)
     feats, kept = _features_of(samples, classifier.embedder if classifier.config["features"].get("embedder") else None,
-                               recipe["statistics"], recipe["physics"], recipe["views"])
+                               _recipe_blocks(recipe), recipe["views"])
     samples = [samples[i] for i in kept]
     predictions = classifier.predict_features(feats)
     out: dict = {"samples": len(samples)}

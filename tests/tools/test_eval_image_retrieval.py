@@ -59,6 +59,9 @@ def test_variants_cover_every_feature_set_and_view_set_and_saved_ones_are_reused
     variants = tool.MODALITY_VARIANTS
     assert list(variants)[:3] == ["image_statistics", "image_statistics_flip", "image_statistics_flip_crop"]  # simplest first
     assert "image_physics" in variants and "image_physics_flip" not in variants
+    assert {v for v, recipe in variants.items() if recipe.get("head") == "mlp"} == {
+        "image_statistics_mlp_flip_crop", "statistics_and_texture_mlp_flip_crop"}  # the slow head: image-only features, three views
+    assert variants["statistics_and_texture_flip"] == {"embedder": False, "statistics": True, "texture": True, "views": ("original", "hflip")}
     assert variants["ensemble_statistics_retriever_flip_crop"] == {"embedder": True, "statistics": True, "ensemble": True,
                                                                    "views": ("original", "hflip", "crop90")}
     samples = []
@@ -73,6 +76,8 @@ def test_variants_cover_every_feature_set_and_view_set_and_saved_ones_are_reused
     assert tool.saved_as_asked(folder, {"statistics": True, "views": ("original", "hflip")}, None)
     assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original",)}, None)
     assert not tool.saved_as_asked(folder, {"statistics": True, "physics": True, "views": ("original", "hflip")}, None)
+    assert not tool.saved_as_asked(folder, {"statistics": True, "texture": True, "views": ("original", "hflip")}, None)
+    assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original", "hflip"), "head": "mlp"}, None)
     config = json.loads((folder / "config.json").read_text())
     config["format_version"] = 2  # an older classifier left in --save-modality: trained again
     (folder / "config.json").write_text(json.dumps(config))

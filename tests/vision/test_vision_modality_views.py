@@ -90,7 +90,7 @@ def test_views_and_physics_are_trained_saved_and_applied_at_prediction(tmp_path)
     metrics = train_modality_classifier(samples[:12], tmp_path / "clf", eval_samples=samples[12:], min_plane_examples=4,
                                         physics=True, views=("original", "hflip", "crop90"))
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
-    assert config["format_version"] == 4 and config["features"]["name"] == "image_statistics_v3+image_physics_v1"
+    assert config["format_version"] == 5 and config["features"]["name"] == "image_statistics_v3+image_physics_v1"
     assert config["features"]["views"] == ["original", "hflip", "crop90"] and config["features"]["physics"] is True
     stats_dim = image_statistics(Image.new("L", (8, 8))).shape[0]
     assert config["features"]["sources"] == [{"name": "image_statistics_v3", "columns": [0, stats_dim]},
@@ -157,7 +157,7 @@ def test_a_v3_folder_still_loads_and_predicts_as_before(tmp_path):
     path.write_text(json.dumps(config))
     with pytest.raises(ModelUnavailable, match="views"):
         ModalityClassifier(tmp_path / "clf").predict(image)
-    config["format_version"] = 5
+    config["format_version"] = 6  # a newer format than this version reads
     path.write_text(json.dumps(config))
     with pytest.raises(ModelUnavailable, match="train it again"):
         ModalityClassifier(tmp_path / "clf").predict(image)
