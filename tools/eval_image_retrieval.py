@@ -135,15 +135,15 @@ MODALITY_VARIANTS |= {f"{name}_mlp_flip_crop": {**FEATURE_SETS[name], "views": V
 def saved_as_asked(folder: Path, options: dict, embedder) -> bool:
     """Whether FOLDER holds a loadable classifier trained with these options (feature sources, views, ensemble) and embedder."""
     from medrag.errors import ModelUnavailable
-    from medrag.vision.modality import ModalityClassifier, _recipe
+    from medrag.vision.modality import ModalityClassifier
 
     if not (folder / "config.json").is_file():
         return False
     try:
-        config = ModalityClassifier(folder).config
+        saved = ModalityClassifier(folder)
+        config, recipe = saved.config, saved.recipe
     except (ModelUnavailable, ValueError, KeyError):
         return False
-    recipe = _recipe(config)
     wanted = {"statistics": options.get("statistics", True), "physics": options.get("physics", False),
               "texture": options.get("texture", False), "views": tuple(options.get("views", ("original",)))}
     same_embedder = config["features"].get("embedder") == (embedder.info().to_dict() if embedder is not None else None)

@@ -680,8 +680,13 @@ class ModalityClassifier:
         return list(self.config["heads"]["modality"])
 
     @property
+    def recipe(self) -> dict:
+        """Which feature blocks (statistics, physics, texture: booleans) and views the classifier was trained on."""
+        return _recipe(self.config)
+
+    @property
     def views(self) -> tuple[str, ...]:
-        return _recipe(self.config)["views"]
+        return self.recipe["views"]
 
     def setup(self) -> None:
         if self._weights is not None:

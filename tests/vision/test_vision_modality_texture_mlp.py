@@ -96,6 +96,7 @@ def test_texture_and_mlp_are_trained_saved_and_applied_at_prediction(tmp_path):
     assert model["C_plane"] is not None and "perceptron" in model["type"]
     assert metrics["heldout"]["modality_accuracy"] == 1.0
     clf = ModalityClassifier(tmp_path / "clf")
+    assert clf.recipe == {"statistics": True, "physics": False, "texture": True, "views": ("original", "hflip")}
     with np.load(tmp_path / "clf" / "weights.npz") as saved:
         assert {"head_modality.w1", "head_modality.b1", "head_modality.w2", "head_modality.b2", "head_plane"} <= set(saved.files)
     with Image.open(samples[12][0]) as image:
