@@ -672,6 +672,9 @@ class ModalityClassifier:
             unknown = [v for v in _recipe(config)["views"] if v not in VIEWS]
             if unknown:
                 raise ModelUnavailable(f"{self.folder} asks for image views {unknown} this version does not know: update medrag or retrain")
+            if config["model"].get("head", "logistic") not in HEADS:
+                raise ModelUnavailable(f"{self.folder} has a {config['model']['head']!r} head this version does not know: "
+                                       "update medrag or retrain")
             self._config = config
         return self._config
 

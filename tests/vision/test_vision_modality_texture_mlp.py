@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medrag.errors import InputError
+from medrag.errors import InputError, ModelUnavailable
 from medrag.testing.image_fakes import FakeImageTextEmbedder
 from medrag.vision.modality import (
     HEADS,
@@ -109,6 +109,10 @@ def test_texture_and_mlp_are_trained_saved_and_applied_at_prediction(tmp_path):
                                 @ w["head_modality.w2"] + w["head_modality.b2"]) for f in features], axis=0)[0]
     assert prediction.probabilities == {m: round(float(p), 4) for m, p in zip(clf.modalities, by_hand)}
     assert prediction.modality == samples[12][1] and prediction.plane in ("axial", "sagittal")
+    config["model"]["head"] = "forest"  # a head of a newer version
+    (tmp_path / "clf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelUnavailable, match="'forest' head"):
+        ModalityClassifier(tmp_path / "clf").predict(image)
 
 
 def test_bad_head_options_are_refused_before_any_work(tmp_path):
