@@ -21,10 +21,12 @@ against the labels as published. label_audit says which file and how many images
 
 Modality (and plane): multinomial logistic regression trained on the training cases (plus the
 labelled radiographs and photographs of --extra-images), in the variants of MODALITY_VARIANTS:
-feature sets (image statistics, the retriever's image vectors, both, the image_physics cues, and an
-ensemble averaging a statistics-only and a vectors-only regression) times view sets (the image
+feature sets (image statistics, the retriever's image vectors, both, the image_physics cues, the
+image_texture histograms with statistics (and with the vectors), and an ensemble averaging a
+statistics-only and a vectors-only regression) times view sets (the image
 alone; with its mirror image; with its mirror image and a 90% centre crop: trained on every view,
-probabilities averaged over them at prediction). Each head's L2 strength is chosen by grouped
+probabilities averaged over them at prediction); and the perceptron head (--head mlp of the CLI) on
+statistics and on statistics with texture, three views. Each head's L2 strength is chosen by grouped
 cross-validation on the training cases, and the headline figure is the variant with the best
 cross-validated accuracy (the held-out cases play no part in any choice); modality_selection lists
 every variant's cross-validated and held-out accuracy side by side.
