@@ -61,6 +61,8 @@ def test_variants_cover_every_feature_set_and_view_set_and_saved_ones_are_reused
     assert "image_physics" in variants and "image_physics_flip" not in variants
     assert {v for v, recipe in variants.items() if recipe.get("head") == "mlp"} == {
         "image_statistics_mlp_flip_crop", "statistics_and_texture_mlp_flip_crop"}  # the slow head: image-only features, three views
+    assert set(tool.CORE_VARIANTS) < set(variants) and tool.CORE_VARIANTS[0] == "image_statistics"  # the class report uses it
+    assert tool.VARIANT_SETS["all"] == tuple(variants) and tool.VARIANT_SETS["core"] == tool.CORE_VARIANTS
     assert variants["statistics_and_texture_flip"] == {"embedder": False, "statistics": True, "texture": True, "views": ("original", "hflip")}
     assert variants["ensemble_statistics_retriever_flip_crop"] == {"embedder": True, "statistics": True, "ensemble": True,
                                                                    "views": ("original", "hflip", "crop90")}
