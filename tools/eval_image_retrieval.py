@@ -135,8 +135,9 @@ MODALITY_VARIANTS |= {f"{name}_mlp_flip_crop": {**FEATURE_SETS[name], "views": V
                       for name in ("image_statistics", "statistics_and_texture")}
 # The default candidates (--variants core): statistics alone as the baseline, then the three-view variant of each
 # feature family that had the best cross-validated accuracy on the training cases among all 27 (2026-11-26), and the
-# cheaper perceptron. All 27 (--variants all) take about 35 minutes on 2 cores; these about 15, so the whole
-# --train-data run stays under the 20 minutes.
+# cheaper perceptron. All 27 (--variants all) take about 35 minutes on 2 cores. These five: 1420 s for the whole
+# --train-data run measured while the test suite shared both cores; about 12-15 minutes unloaded (estimated from
+# the per-step timings, not yet measured idle), inside the 20.
 CORE_VARIANTS = ("image_statistics", "statistics_and_retriever_flip_crop", "statistics_physics_and_retriever_flip_crop",
                  "statistics_texture_and_retriever_flip_crop", "image_statistics_mlp_flip_crop")
 VARIANT_SETS = {"core": CORE_VARIANTS, "all": tuple(MODALITY_VARIANTS)}
