@@ -113,8 +113,9 @@ def images_train_modality(
     embedder: Annotated[Optional[str], typer.Option("--embedder", help="classify this image embedder's vectors (the image index's, e.g. dual-encoder:DIR) as well as image statistics")] = None,
     views: Annotated[str, typer.Option("--views", help="comma-separated views each image is trained on and predicted over (probabilities averaged): original, hflip, crop90")] = "original",
     physics: Annotated[bool, typer.Option("--physics", help="add the image_physics CT-vs-MR cues to the features")] = False,
-    ensemble: Annotated[bool, typer.Option("--ensemble", help="with --embedder: one regression on statistics and one on the vectors, probabilities averaged")] = False,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="one regression on the grey-level features, one on the scattering coefficients (--scattering), one on the vectors (--embedder), probabilities averaged")] = False,
     texture: Annotated[bool, typer.Option("--texture", help="add the image_texture local-binary-pattern histograms to the features")] = False,
+    scattering: Annotated[bool, typer.Option("--scattering", help="add the image_scattering wavelet coefficients to the features")] = False,
     head: Annotated[str, typer.Option("--head", help="modality head: logistic (regression) or mlp (one hidden layer; slower to train)")] = "logistic",
 ) -> None:
     """Train the modality/plane classifier that routes image queries, and print its held-out accuracy."""
@@ -137,7 +138,7 @@ def images_train_modality(
     metrics = train_modality_classifier([samples[int(p.image_path)] for p in train], target,
                                         eval_samples=[samples[int(p.image_path)] for p in test], embedder=image_embedder,
                                         views=[v.strip() for v in views.split(",") if v.strip()], physics=physics, ensemble=ensemble,
-                                        texture=texture, head=head)
+                                        texture=texture, scattering=scattering, head=head)
     typer.echo(f"trained on {metrics['samples']} images ({', '.join(metrics['heads']['modality'])}) -> {target}")
     held = metrics.get("heldout") or {}
     if held:

@@ -22,8 +22,9 @@ or train a classifier (``medrag images train-modality``) and save it where
 
 ``ModalityClassifier`` is the trained alternative: modality and plane by multinomial
 logistic regression (or, for modality, a one-hidden-layer perceptron) on image statistics
-(optionally with the ``image_physics`` cues, the ``image_texture`` histograms and an
-image embedder's vectors, or an ensemble of one regression per source), trained on one or
+(optionally with the ``image_physics`` cues, the ``image_texture`` histograms, the ``image_scattering``
+wavelet coefficients and an image embedder's vectors, or an ensemble of regressions: one on the grey-level
+blocks, one on the scattering coefficients, one on the embedder's vectors), trained on one or
 more views of each image (``image_view``: mirrored, centre-cropped) with the probabilities
 averaged over the same views at prediction, its L2 strength picked by cross-validation over
 training cases; image search uses it
@@ -121,11 +122,15 @@ def detect_modality(image, model_folder: str | Path | None = None) -> tuple[str,
 # --- a trained classifier: modality and plane from image statistics ------------------------
 
 CLASSIFIER_KIND = "medrag.modality-classifier"
-CLASSIFIER_VERSION = 5  # 5: image_texture_v1 block, perceptron head; 4: views, image_physics_v1, ensemble (v3/v4 still load; v2: "train it again")
-READABLE_VERSIONS = (3, 4, 5)
+CLASSIFIER_VERSION = 6  # 6: image_scattering_v1 block, ensembles of up to three members; 5: image_texture_v1, perceptron head;
+# 4: views, image_physics_v1, ensemble (v3-v5 still load; v2: "train it again")
+READABLE_VERSIONS = (3, 4, 5, 6)
 STATISTICS = "image_statistics_v3"
 PHYSICS = "image_physics_v1"
 TEXTURE = "image_texture_v1"
+SCATTERING = "image_scattering_v1"
+SCATTERING_SIDE, SCATTERING_SCALES, SCATTERING_ORIENTATIONS = 256, 4, 8  # 417 channels of 16 x 16 averages
+ENSEMBLE_ALONE = (SCATTERING, "embedder")  # sources an ensemble gives a regression of their own; the rest share one
 TEXTURE_PATTERNS = ((8, 1), (8, 2), (16, 4))  # (neighbours, radius in px on the 256 px square) of the LBP histograms
 VIEWS = ("original", "hflip", "crop90")  # the views a classifier can be trained and asked on (see image_view)
 CROP_FRACTION = 0.9
@@ -439,7 +444,35 @@ def image_texture(image) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-IMAGE_FEATURES = {STATISTICS: image_statistics, PHYSICS: image_physics, TEXTURE: image_texture}  # per-image feature blocks by their saved name
+def image_scattering(image) -> np.ndarray:
+    """Wavelet scattering coefficients of one image (PIL image or MedicalImage) over its body: 834 numbers
+    (image_scattering_v1).
+
+    The 256 px square's scattering transform to order 2 (4 scales, 8 orientations: 417 channels, see
+    ``medrag.vision.scattering``), each channel's mean and spread over the 16 x 16 cells inside the body,
+    divided by the body's mean grey level (contrast-invariant) and log-compressed. Why: texture energy at each
+    scale and orientation, and how it is modulated (order 2), separates CT from MR better than grey levels
+    alone, and a linear model on it makes errors the grey-level model does not (so an ensemble gains).
+    """
+    from PIL import Image
+
+    from medrag.vision.scattering import scattering
+
+    g, _, _ = _gray_u8(image)
+    x = _square(g, SCATTERING_SIDE)
+    coefficients = scattering(x, SCATTERING_SCALES, SCATTERING_ORIENTATIONS)
+    cells = coefficients.shape[-1]
+    body = np.asarray(Image.fromarray(_body_mask(x).astype(np.uint8) * 255).resize((cells, cells), Image.BILINEAR)) > 127
+    if body.sum() < 4:
+        body = np.ones_like(body)
+    inside = coefficients[:, body]
+    scale = float(inside[0].mean()) + 1e-3  # order 0: the body's mean grey level
+    out = np.concatenate([np.log1p(inside.mean(axis=1) / scale * 10), np.log1p(inside.std(axis=1) / scale * 10)])
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+IMAGE_FEATURES = {STATISTICS: image_statistics, PHYSICS: image_physics, TEXTURE: image_texture,
+                  SCATTERING: image_scattering}  # per-image feature blocks by their saved name
 
 
 @dataclass(frozen=True)
@@ -684,7 +717,7 @@ class ModalityClassifier:
 
     @property
     def recipe(self) -> dict:
-        """Which feature blocks (statistics, physics, texture: booleans) and views the classifier was trained on."""
+        """Which feature blocks (statistics, physics, texture, scattering: booleans) and views the classifier was trained on."""
         return _recipe(self.config)
 
     @property
@@ -762,17 +795,20 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
                               c: float | None = None, eval_samples: Sequence[tuple[str, str, str | None, str]] = (),
                               min_plane_examples: int = 20, min_modality_examples: int = 5, embedder=None,
                               statistics: bool = True, physics: bool = False, views: Sequence[str] = ("original",),
-                              ensemble: bool = False, texture: bool = False, head: str = "logistic") -> dict:
+                              ensemble: bool = False, texture: bool = False, scattering: bool = False,
+                              head: str = "logistic") -> dict:
     """Fit the classifier on (image_path, modality, plane or None, group) samples and save it.
 
     Features: ``image_statistics``; with ``physics`` the cues of ``image_physics`` are appended; with
-    ``texture`` the local-binary-pattern histograms of ``image_texture``; with
+    ``texture`` the local-binary-pattern histograms of ``image_texture``; with ``scattering`` the wavelet
+    scattering coefficients of ``image_scattering``; with
     ``embedder`` (an ImageTextEmbedder) its image vectors are appended (or used alone with ``statistics=False``),
     so an image index's own embedder helps routing (the classifier then only works with that embedder,
     checked by fingerprint). ``views`` (names in ``VIEWS``): every training image is seen in each view
     (augmentation) and predictions average the probabilities over the same views. ``ensemble``: instead of
-    one regression on all features, one per source (statistics with physics, embedder vectors), each with
-    its own C, probabilities averaged (the plane head stays one regression). ``head``: the modality head, a key of
+    one regression on all features, one per member (the grey-level blocks: statistics, physics, texture; the
+    scattering coefficients; the embedder's vectors), each with its own C, probabilities averaged (the plane
+    head stays one regression). ``head``: the modality head, a key of
     ``HEADS``: "logistic" (multinomial logistic regression) or "mlp" (a perceptron with one hidden layer: it can
     combine cues non-linearly, and is slower to train; its L2 alpha is chosen like C; the plane head stays logistic).
     ``c`` is the inverse L2 strength; by default each head (and block) picks it from ``C_GRID`` by grouped
@@ -789,7 +825,7 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
 
     from medrag.storage import atomic_folder, utc_now, write_json
 
-    blocks = _image_blocks(statistics, physics, texture)
+    blocks = _image_blocks(statistics, physics, texture, scattering)
     if embedder is None and not blocks:
         raise InputError("nothing to classify on: pass an embedder or keep statistics=True")
     views = tuple(views)
@@ -797,8 +833,10 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
         raise InputError(f"views must be distinct names among {list(VIEWS)}, got {list(views)}")
     kind = _head(head)
     sources = _sources(blocks, embedder)
-    if ensemble and (embedder is None or not blocks):
-        raise InputError("an ensemble needs two feature sources: image statistics (or physics, texture) and an embedder")
+    members = _ensemble_members(sources)
+    if ensemble and len(members) < 2:
+        raise InputError("an ensemble needs at least two members among: grey-level blocks (statistics, physics, texture), "
+                         f"scattering, an embedder; got {[m['features'] for m in members]}")
     if ensemble and head != "logistic":
         raise InputError("an ensemble is made of logistic regressions: leave head='logistic' or drop ensemble")
     feats, kept = _features_of(samples, embedder, blocks, views)  # (views, samples, dim)
@@ -833,9 +871,7 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
             chosen["modality"] = c
         _store_head(weights, "head_modality", _fit_views(x, y, len(modalities), chosen["modality"], head=head))
     else:
-        split = sources[-1]["columns"][0]  # the embedder's columns come last
-        blocks = [{"features": "+".join(src["name"] for src in sources if src["name"] != "embedder"), "columns": [0, split]},
-                  {"features": "embedder", "columns": [split, int(feats.shape[-1])]}]
+        blocks = members
         cv_probs = []
         for i, block in enumerate(blocks):
             a, b = block["columns"]
@@ -862,14 +898,14 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
         heads["plane"] = planes
     digest = hashlib.sha256("\n".join(f"{s[0]}\t{s[1]}\t{s[2]}" for s in samples).encode()).hexdigest()[:16]
     features: dict = {"name": "+".join(src["name"] for src in sources), "dim": int(x.shape[-1]), "statistics": statistics,
-                      "physics": physics, "texture": texture, "views": list(views), "sources": sources}
+                      "physics": physics, "texture": texture, "scattering": scattering, "views": list(views), "sources": sources}
     if statistics:
         features.update(histogram_bins=HISTOGRAM_BINS, thumbnail=THUMBNAIL, max_side=MAX_SIDE)
     if embedder is not None:
         features["embedder"] = embedder.info().to_dict()
     described = f"{kind.description}, classes weighted by 1/sqrt(frequency)"
     if ensemble:
-        described = "ensemble: " + described + ", one per feature source, probabilities averaged"
+        described = "ensemble: " + described + f", one per member ({', '.join(m['features'] for m in members)}), probabilities averaged"
     if len(views) > 1:
         described += f"; trained on {len(views)} views of each image, probabilities averaged over them"
     if head != "logistic":
@@ -897,9 +933,17 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
     return {"samples": len(samples), "heads": heads, "model": config["model"], "heldout": config.get("heldout", {})}
 
 
-def _image_blocks(statistics: bool, physics: bool, texture: bool = False) -> list[str]:
+def _image_blocks(statistics: bool, physics: bool, texture: bool = False, scattering: bool = False) -> list[str]:
     """The per-image feature blocks in column order (names of ``IMAGE_FEATURES``)."""
-    return [name for name, on in ((STATISTICS, statistics), (PHYSICS, physics), (TEXTURE, texture)) if on]
+    return [name for name, on in ((STATISTICS, statistics), (PHYSICS, physics), (TEXTURE, texture), (SCATTERING, scattering)) if on]
+
+
+def _ensemble_members(sources: Sequence[dict]) -> list[dict]:
+    """An ensemble's members in column order: the sources not in ENSEMBLE_ALONE together (they come first), then
+    each of the others alone, as {"features": names joined by "+", "columns": [start, end]}."""
+    shared = [src for src in sources if src["name"] not in ENSEMBLE_ALONE]
+    members = [{"features": "+".join(src["name"] for src in shared), "columns": [shared[0]["columns"][0], shared[-1]["columns"][1]]}] if shared else []
+    return members + [{"features": src["name"], "columns": list(src["columns"])} for src in sources if src["name"] in ENSEMBLE_ALONE]
 
 
 def _sources(blocks: Sequence[str], embedder) -> list[dict]:
@@ -926,11 +970,11 @@ def _recipe(config: dict) -> dict:
     features = config["features"]
     return {"statistics": bool(features.get("statistics", features["name"].startswith(STATISTICS))),
             "physics": bool(features.get("physics", False)), "texture": bool(features.get("texture", False)),
-            "views": tuple(features.get("views", ("original",)))}
+            "scattering": bool(features.get("scattering", False)), "views": tuple(features.get("views", ("original",)))}
 
 
 def _recipe_blocks(recipe: dict) -> list[str]:
-    return _image_blocks(recipe["statistics"], recipe["physics"], recipe["texture"])
+    return _image_blocks(recipe["statistics"], recipe["physics"], recipe["texture"], recipe["scattering"])
 
 
 def _features(images: Sequence, embedder=None, blocks: Sequence[str] = (STATISTICS,),

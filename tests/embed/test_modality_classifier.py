@@ -102,7 +102,7 @@ def test_a_folder_of_an_older_format_asks_to_be_retrained(tmp_path):
     samples = synthetic(tmp_path, n=3)
     train_modality_classifier(samples, tmp_path / "clf", min_modality_examples=2, c=1.0)
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
-    assert config["format_version"] == 5 and config["features"]["name"] == "image_statistics_v3"
+    assert config["format_version"] == 6 and config["features"]["name"] == "image_statistics_v3"
     config["format_version"], config["features"]["name"] = 2, "image_statistics_v2"  # as saved before v3
     (tmp_path / "clf" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelUnavailable, match="train it again"):
@@ -255,7 +255,7 @@ def test_trained_on_an_image_embedders_vectors(tmp_path):
     assert metrics["heldout"]["modality_accuracy"] >= 0.75
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
     assert config["features"] == {"name": "embedder", "embedder": embedder.info().to_dict(), "dim": 64, "statistics": False,
-                                  "physics": False, "texture": False, "views": ["original"],
+                                  "physics": False, "texture": False, "scattering": False, "views": ["original"],
                                   "sources": [{"name": "embedder", "columns": [0, 64]}]}
     assert config["model"]["C"] == 1.0
     # Statistics and the embedder's vectors together (what the MedPix evaluation uses): one wider input.

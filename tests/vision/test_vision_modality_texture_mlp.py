@@ -87,7 +87,7 @@ def test_texture_and_mlp_are_trained_saved_and_applied_at_prediction(tmp_path):
                                         texture=True, head="mlp", views=("original", "hflip"))
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
     stats_dim = image_statistics(Image.new("L", (8, 8))).shape[0]
-    assert config["format_version"] == 5 and config["features"]["name"] == "image_statistics_v3+image_texture_v1"
+    assert config["format_version"] == 6 and config["features"]["name"] == "image_statistics_v3+image_texture_v1"
     assert config["features"]["texture"] is True
     assert config["features"]["sources"] == [{"name": "image_statistics_v3", "columns": [0, stats_dim]},
                                              {"name": "image_texture_v1", "columns": [stats_dim, stats_dim + TEXTURE_DIM]}]
@@ -96,7 +96,7 @@ def test_texture_and_mlp_are_trained_saved_and_applied_at_prediction(tmp_path):
     assert model["C_plane"] is not None and "perceptron" in model["type"]
     assert metrics["heldout"]["modality_accuracy"] == 1.0
     clf = ModalityClassifier(tmp_path / "clf")
-    assert clf.recipe == {"statistics": True, "physics": False, "texture": True, "views": ("original", "hflip")}
+    assert clf.recipe == {"statistics": True, "physics": False, "texture": True, "scattering": False, "views": ("original", "hflip")}
     with np.load(tmp_path / "clf" / "weights.npz") as saved:
         assert {"head_modality.w1", "head_modality.b1", "head_modality.w2", "head_modality.b2", "head_plane"} <= set(saved.files)
     with Image.open(samples[12][0]) as image:

@@ -90,7 +90,7 @@ def test_views_and_physics_are_trained_saved_and_applied_at_prediction(tmp_path)
     metrics = train_modality_classifier(samples[:12], tmp_path / "clf", eval_samples=samples[12:], min_plane_examples=4,
                                         physics=True, views=("original", "hflip", "crop90"))
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
-    assert config["format_version"] == 5 and config["features"]["name"] == "image_statistics_v3+image_physics_v1"
+    assert config["format_version"] == 6 and config["features"]["name"] == "image_statistics_v3+image_physics_v1"
     assert config["features"]["views"] == ["original", "hflip", "crop90"] and config["features"]["physics"] is True
     stats_dim = image_statistics(Image.new("L", (8, 8))).shape[0]
     assert config["features"]["sources"] == [{"name": "image_statistics_v3", "columns": [0, stats_dim]},
@@ -128,7 +128,7 @@ def test_an_ensemble_averages_one_regression_per_source(tmp_path):
                  for i, (a, b) in enumerate(block["columns"] for block in model["blocks"])]
         assert np.allclose(clf.probabilities(clf.features([image]))[0], np.mean(parts, axis=0), atol=1e-6)
         assert clf.predict(image).plane in ("axial", "sagittal")  # the plane head: one regression on all features
-    with pytest.raises(InputError, match="two feature sources"):
+    with pytest.raises(InputError, match="at least two members"):
         train_modality_classifier(samples, tmp_path / "no", ensemble=True)
 
 
@@ -148,7 +148,7 @@ def test_a_v3_folder_still_loads_and_predicts_as_before(tmp_path):
     path = tmp_path / "clf" / "config.json"
     config = json.loads(path.read_text())
     config["format_version"] = 3  # as saved by v3: no views, no physics, no sources
-    for key in ("statistics", "physics", "views", "sources"):
+    for key in ("statistics", "physics", "texture", "scattering", "views", "sources"):
         del config["features"][key]
     path.write_text(json.dumps(config))
     old = ModalityClassifier(tmp_path / "clf")
@@ -157,7 +157,7 @@ def test_a_v3_folder_still_loads_and_predicts_as_before(tmp_path):
     path.write_text(json.dumps(config))
     with pytest.raises(ModelUnavailable, match="views"):
         ModalityClassifier(tmp_path / "clf").predict(image)
-    config["format_version"] = 6  # a newer format than this version reads
+    config["format_version"] = 7  # a newer format than this version reads
     path.write_text(json.dumps(config))
     with pytest.raises(ModelUnavailable, match="train it again"):
         ModalityClassifier(tmp_path / "clf").predict(image)
