@@ -63,8 +63,9 @@ def test_variants_cover_every_feature_set_and_view_set_and_saved_ones_are_reused
         "image_statistics_mlp_flip_crop", "statistics_and_texture_mlp_flip_crop"}  # the slow head: image-only features, three views
     assert set(tool.CORE_VARIANTS) < set(variants) and tool.CORE_VARIANTS[0] == "image_statistics"  # the class report uses it
     assert tool.VARIANT_SETS["all"] == tuple(variants) and tool.VARIANT_SETS["core"] == tool.CORE_VARIANTS
-    assert variants["statistics_and_texture_flip"] == {"embedder": False, "statistics": True, "texture": True, "views": ("original", "hflip")}
-    assert variants["ensemble_statistics_retriever_flip_crop"] == {"embedder": True, "statistics": True, "ensemble": True,
+    assert all(set(tool.VARIANT_BASE) | {"embedder", "views"} == set(recipe) for recipe in variants.values())  # every option stated
+    assert variants["statistics_and_texture_flip"] == {**tool.VARIANT_BASE, "embedder": False, "texture": True, "views": ("original", "hflip")}
+    assert variants["ensemble_statistics_retriever_flip_crop"] == {**tool.VARIANT_BASE, "embedder": True, "ensemble": True,
                                                                    "views": ("original", "hflip", "crop90")}
     samples = []
     for i in range(4):
@@ -73,14 +74,53 @@ def test_variants_cover_every_feature_set_and_view_set_and_saved_ones_are_reused
             Image.fromarray(np.full((16, 16), level + i, dtype=np.uint8), "L").save(path)
             samples.append((str(path), modality, None, f"case{i}"))
     folder = tmp_path / "clf"
-    assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original",)}, None)  # nothing saved
+    asked = {**tool.VARIANT_BASE, "views": ("original", "hflip")}
+    assert not tool.saved_as_asked(folder, asked, None)  # nothing saved
     train_modality_classifier(samples, folder, min_modality_examples=2, c=1.0, views=("original", "hflip"))
-    assert tool.saved_as_asked(folder, {"statistics": True, "views": ("original", "hflip")}, None)
-    assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original",)}, None)
-    assert not tool.saved_as_asked(folder, {"statistics": True, "physics": True, "views": ("original", "hflip")}, None)
-    assert not tool.saved_as_asked(folder, {"statistics": True, "texture": True, "views": ("original", "hflip")}, None)
-    assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original", "hflip"), "head": "mlp"}, None)
+    assert tool.saved_as_asked(folder, asked, None)
+    assert not tool.saved_as_asked(folder, {**asked, "views": ("original",)}, None)
+    assert not tool.saved_as_asked(folder, {**asked, "physics": True}, None)
+    assert not tool.saved_as_asked(folder, {**asked, "texture": True}, None)
+    assert not tool.saved_as_asked(folder, {**asked, "head": "mlp"}, None)
+    assert not tool.saved_as_asked(folder, {**asked, "ensemble": True}, None)
     config = json.loads((folder / "config.json").read_text())
     config["format_version"] = 2  # an older classifier left in --save-modality: trained again
     (folder / "config.json").write_text(json.dumps(config))
-    assert not tool.saved_as_asked(folder, {"statistics": True, "views": ("original", "hflip")}, None)
+    assert not tool.saved_as_asked(folder, asked, None)
+
+
+def test_per_fold_retriever_cv_trains_a_retriever_per_fold_and_scores_each_fold_once(tool, tmp_path):
+    """Each training case is scored once, by a classifier and a retriever that never saw it; folders are reused."""
+    import numpy as np
+    from PIL import Image
+
+    from medrag.embed.train import ImageCaptionPair
+    from medrag.vision.modality import CV_FOLDS, _fold_of
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    disc = ((yy - 16) ** 2 + (xx - 16) ** 2) < 100
+    pairs, samples = [], []
+    for i in range(10):
+        for modality in ("ct", "mr"):
+            img = np.where(disc, 120, 0) + rng.normal(0, 4, disc.shape) if modality == "ct" else 60 + 4 * xx + rng.normal(0, 20, disc.shape)
+            path = tmp_path / f"{modality}{i}.png"
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "L").save(path)
+            case = f"case{i}-{modality}"
+            pairs.append(ImageCaptionPair(str(path), f"{modality} image", case))
+            samples.append((str(path), modality, None, case))
+    config = {"training": {"epochs": 1, "batch_size": 8, "seed": 0}, "image_size": 24, "embed_dim": 8,
+              "architecture": {"widths": [4, 8]}, "text_model": {"spec": "hashing:32"}}
+    work = tmp_path / "per_fold"
+    figures = tool.per_fold_retriever_cv("statistics_and_retriever", pairs, samples, config, work)
+    folds = {_fold_of(s[3], CV_FOLDS) for s in samples}
+    assert figures["samples"] == len(samples) and len(figures["folds"]) == CV_FOLDS
+    assert figures["cv_modality_accuracy"] >= 0.9  # the grey levels alone tell these apart
+    for k in range(CV_FOLDS):
+        assert (work / f"retriever{k}" / "config.json").is_file() and (work / f"statistics_and_retriever_{k}" / "config.json").is_file()
+        trained_on = json.loads((work / f"statistics_and_retriever_{k}" / "config.json").read_text())["data"]["samples"]
+        assert trained_on == sum(_fold_of(s[3], CV_FOLDS) != k for s in samples)  # the fold itself is left out
+    assert len(folds) > 1
+    stamp = (work / "retriever0" / "config.json").stat().st_mtime
+    assert tool.per_fold_retriever_cv("statistics_and_retriever", pairs, samples, config, work) == figures
+    assert (work / "retriever0" / "config.json").stat().st_mtime == stamp  # reused, not trained again
