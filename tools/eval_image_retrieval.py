@@ -469,10 +469,13 @@ def main(argv: list[str] | None = None) -> int:
         print(direction, "  ".join(f"R@{k} {figures[f'recall@{k}']:.3f} (chance {figures[f'chance@{k}']:.3f})" for k in (1, 5, 10)))
     print(f"image_to_same_case R@10 {same_case['recall@10']:.3f} (chance {same_case['chance@10']:.3f}, "
           f"pixel baseline {result['pixel_baseline_heldout']['image_to_same_case']['recall@10']:.3f}, {same_case['queries']} queries)")
+    chosen_by = result["modality_selection"]["variants"]
     for variant, figures in result["modality_variants"].items():
-        print(f"{variant}: modality accuracy {figures['modality_accuracy']:.3f} (as labelled {figures['modality_accuracy_as_labelled']:.3f}, "
+        print(f"{'*' if variant == result['modality']['used'] else ' '} {variant}: CV {chosen_by[variant]['cv_used_for_choice']:.4f}, "
+              f"modality accuracy {figures['modality_accuracy']:.3f} (as labelled {figures['modality_accuracy_as_labelled']:.3f}, "
               f"majority {figures['modality_majority']:.3f}), "
               f"plane accuracy {figures.get('plane_accuracy')} (majority {figures.get('plane_majority')}), {figures['samples']} images")
+    print(f"* the headline: the best CV figure ({result['modality_selection']['retriever_cv']} retriever CV for retriever variants)")
     print(f"wrote {out}")
     if tmp is not None:
         tmp.cleanup()

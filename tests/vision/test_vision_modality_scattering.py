@@ -20,7 +20,7 @@ from medrag.vision.modality import (
     train_modality_classifier,
 )
 
-from test_vision_modality_views import synthetic
+from test_vision_modality_views import synthetic, synthetic_medpix
 
 SCATTERING_DIM = 2 * (1 + 4 * 8 + 8 * 8 * 6)  # mean and spread of 417 channels
 
@@ -99,11 +99,7 @@ def test_an_ensemble_needs_two_members(tmp_path):
 
 
 def test_the_cli_trains_a_scattering_ensemble(cli, tmp_path):
-    folder = tmp_path / "medpix"
-    folder.mkdir()
-    rows = [{"image_id": f"{case}_{modality}", "case_id": f"{case}_{modality}", "file": path.split("/")[-1],
-             "modality_type": modality.upper(), "plane": plane.title()} for path, modality, plane, case in synthetic(folder)]
-    (folder / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    folder = synthetic_medpix(tmp_path / "medpix")
     code, out, err = cli("images", "train-modality", "--data", folder, "--out", tmp_path / "clf", "--scattering", "--ensemble")
     assert code == 0, err
     config = json.loads((tmp_path / "clf" / "config.json").read_text())

@@ -25,7 +25,7 @@ from medrag.vision.modality import (
     train_modality_classifier,
 )
 
-from test_vision_modality_views import synthetic
+from test_vision_modality_views import synthetic, synthetic_medpix
 
 TEXTURE_DIM = sum(2 * (n + 2) for n, _ in TEXTURE_PATTERNS)
 
@@ -125,11 +125,7 @@ def test_bad_head_options_are_refused_before_any_work(tmp_path):
 
 
 def test_the_cli_trains_texture_and_the_mlp_head(cli, tmp_path):
-    folder = tmp_path / "medpix"
-    folder.mkdir()
-    rows = [{"image_id": f"{case}_{modality}", "case_id": f"{case}_{modality}", "file": path.split("/")[-1],
-             "modality_type": modality.upper(), "plane": plane.title()} for path, modality, plane, case in synthetic(folder)]
-    (folder / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    folder = synthetic_medpix(tmp_path / "medpix")
     code, out, err = cli("images", "train-modality", "--data", folder, "--out", tmp_path / "clf", "--texture", "--head", "mlp")
     assert code == 0, err
     config = json.loads((tmp_path / "clf" / "config.json").read_text())

@@ -45,6 +45,15 @@ def synthetic(folder, n: int = 8):
     return samples
 
 
+def synthetic_medpix(folder):
+    """FOLDER made a MedPix-layout folder (images.jsonl with modality_type and plane) of the ``synthetic`` images."""
+    folder.mkdir()
+    rows = [{"image_id": f"{case}_{modality}", "case_id": f"{case}_{modality}", "file": path.split("/")[-1],
+             "modality_type": modality.upper(), "plane": plane.title()} for path, modality, plane, case in synthetic(folder)]
+    (folder / "images.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 def test_views():
     image = Image.fromarray(np.arange(40 * 30, dtype=np.uint8).reshape(30, 40) % 251, "L")
     assert image_view(image, "original") is image
