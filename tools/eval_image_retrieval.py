@@ -31,9 +31,11 @@ statistics and on statistics with texture, three views. Each head's L2 strength 
 cross-validation on the training cases, and the headline figure is the variant with the best
 cross-validated accuracy (the held-out cases play no part in any choice); modality_selection lists
 every variant's cross-validated and held-out accuracy side by side. The CV figure of a variant with
-retriever vectors leans optimistic (the retriever was trained on the validation folds' captions too), so
-those that could win are cross-validated again with a retriever trained per fold (--retriever-cv
-per-fold, the default on a held-out split; about 5 minutes a fold) and chosen by that figure.
+retriever vectors leans optimistic (the retriever was trained on the validation folds' captions too), and
+every ordinary CV figure is the best over a grid of C. So on a held-out split (--final-cv per-fold, the
+default there) the choice has two stages: the finalists (the best variant without retriever vectors and
+any with them that reach its figure) are cross-validated again, nested (C chosen inside each fold) and
+with a retriever trained per fold where they use one (a few minutes a fold), and the best is the headline.
 --variants core (the default) trains the four candidates of CORE_VARIANTS, --variants all every one
 (about 45 minutes on 2 cores).
 
@@ -174,16 +176,16 @@ def saved_as_asked(folder: Path, options: dict, embedder) -> bool:
     return recipe == wanted and same_embedder and same_head and bool(config["model"].get("blocks")) == options["ensemble"]
 
 
-def per_fold_retriever_cv(variant: str, train_pairs: list, train_modality: list, retriever_config: dict, work: Path,
-                          progress: bool = False) -> dict:
-    """Cross-validated modality accuracy of a VARIANT that uses retriever vectors, with a retriever per fold.
+def per_fold_cv(variant: str, train_pairs: list, train_modality: list, retriever_config: dict, work: Path,
+                progress: bool = False) -> dict:
+    """Nested grouped cross-validation of a modality VARIANT on the training cases, with a retriever per fold.
 
-    The variant's ordinary CV figure leans optimistic: the retriever whose vectors it classifies was trained on
-    every training case, the validation fold's captions included. Here, for each of the classifier's CV folds
-    (the same grouping: whole cases, ``_fold_of``), a retriever is trained without that fold's cases (the
-    recipe saved in RETRIEVER_CONFIG, the shared retriever's config.json), the variant's classifier is trained on
-    the other folds with that retriever's vectors (its C chosen by grouped CV inside them, as usual), and the
-    fold is scored. Folders are kept under WORK and reused, so a second run costs nothing.
+    For each of the classifier's CV folds (the same grouping: whole cases, ``_fold_of``) the variant is trained on
+    the other folds exactly as train_modality_classifier trains it (each head's C chosen by grouped CV inside
+    them) and scored on the fold. A variant with retriever vectors also gets a retriever trained without the
+    fold's cases (the recipe saved in RETRIEVER_CONFIG, the shared retriever's config.json): its ordinary CV
+    figure leans optimistic, since the one retriever was trained on every training case, the validation folds'
+    captions included. Folders are kept under WORK and reused, so a second run costs nothing.
     Returns {"cv_modality_accuracy": .., "samples": .., "folds": [per-fold accuracy]}.
     """
     from medrag.embed.image_text import DualEncoderEmbedder
@@ -202,11 +204,13 @@ def per_fold_retriever_cv(variant: str, train_pairs: list, train_modality: list,
     correct = total = 0
     folds = []
     for k in range(CV_FOLDS):
-        folder = work / f"retriever{k}"
-        if not (folder / "config.json").is_file():
-            train_dual_encoder([p for p in train_pairs if _fold_of(p.group_id, CV_FOLDS) != k], folder, progress=progress,
-                               **recipe_of_retriever)
-        retriever = DualEncoderEmbedder(str(folder))
+        retriever = None
+        if recipe["embedder"]:
+            folder = work / f"retriever{k}"
+            if not (folder / "config.json").is_file():
+                train_dual_encoder([p for p in train_pairs if _fold_of(p.group_id, CV_FOLDS) != k], folder, progress=progress,
+                                   **recipe_of_retriever)
+            retriever = DualEncoderEmbedder(str(folder))
         target = work / f"{variant}_{k}"
         if not saved_as_asked(target, options, retriever):
             train_modality_classifier([s for s in train_modality if _fold_of(s[3], CV_FOLDS) != k], target, embedder=retriever, **options)
@@ -217,6 +221,17 @@ def per_fold_retriever_cv(variant: str, train_pairs: list, train_modality: list,
         total += figures["samples"]
         folds.append(figures["modality_accuracy"])
     return {"cv_modality_accuracy": round(correct / max(total, 1), 4), "samples": total, "folds": folds}
+
+
+def finalists(figures: dict) -> list[str]:
+    """The variants whose ordinary CV figure could win once made honest: the best one without retriever vectors
+    (ties: the earlier) and every variant with them that reaches its figure (theirs lean optimistic), in order."""
+    plain = [v for v in figures if not MODALITY_VARIANTS[v]["embedder"]]
+    if not plain:
+        return [max(figures, key=lambda v: figures[v]["cv_modality_accuracy"] or 0.0)]
+    best = max(plain, key=lambda v: figures[v]["cv_modality_accuracy"] or 0.0)
+    bar = figures[best]["cv_modality_accuracy"] or 0.0
+    return [v for v in figures if v == best or (MODALITY_VARIANTS[v]["embedder"] and (figures[v]["cv_modality_accuracy"] or 0.0) >= bar)]
 
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -283,11 +298,11 @@ def main(argv: list[str] | None = None) -> int:
                              "evals/medpix_label_audit.jsonl when present); 'none' for the labels as published")
     parser.add_argument("--variants", choices=sorted(VARIANT_SETS), default="core",
                         help="modality classifier candidates: core (5, the default) or all (27, for the documented table)")
-    parser.add_argument("--retriever-cv", choices=("per-fold", "shared"),
-                        help="how variants with retriever vectors are cross-validated for the choice: per-fold (a retriever "
-                             "trained per CV fold, for those that could win; about 5 retrainings) or shared (the one "
-                             "retriever, optimistic). Default: per-fold on a held-out split, shared with --train-data "
-                             "(keeps that run inside 20 minutes)")
+    parser.add_argument("--final-cv", choices=("per-fold", "none"),
+                        help="per-fold: cross-validate the finalists again, nested and with a retriever per fold (about 5 "
+                             "minutes a finalist), and choose among them by that figure; none: choose by the ordinary CV "
+                             "figure. Default: per-fold on a held-out split, none with --train-data (keeps that run inside "
+                             "20 minutes)")
     parser.add_argument("--save-modality", help="keep the trained modality classifiers here (one folder per feature set)")
     parser.add_argument("--threads", type=int, help="torch threads (on a busy shared machine 1 can be several times faster than 2)")
     parser.add_argument("--no-progress", action="store_true")
@@ -389,39 +404,41 @@ def main(argv: list[str] | None = None) -> int:
             "left_out_too_few": classifier.config["data"].get("left_out_too_few", {}),
             **evaluate_modality_classifier(classifier, test_modality, published), "seconds": round(time.perf_counter() - started, 1)}
     figures = result["modality_variants"]
-    # Retriever-vector variants whose optimistic CV figure could win are cross-validated again with a retriever per
-    # fold (per_fold_retriever_cv); that figure then stands in for theirs in the choice.
-    retriever_cv = args.retriever_cv or ("shared" if args.train_data else "per-fold")
-    plain = [f["cv_modality_accuracy"] or 0.0 for v, f in figures.items() if not MODALITY_VARIANTS[v]["embedder"]]
-    if retriever_cv == "per-fold" and plain:
+    # Two stages when --final-cv is per-fold: the ordinary CV figures pick the finalists (see finalists), each finalist
+    # is cross-validated again per fold (per_fold_cv: nested, with a retriever per fold where it uses one), and the best
+    # of those figures is the headline. With --final-cv none, the best ordinary CV figure is (one stage).
+    final_cv = args.final_cv or ("none" if args.train_data else "per-fold")
+    chosen_among = list(figures)
+    if final_cv == "per-fold":
+        chosen_among = finalists(figures)
         work = (Path(args.save_modality) if args.save_modality else modality_folder) / "per_fold_cv"
         retriever_config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-        for v, f in figures.items():
-            if MODALITY_VARIANTS[v]["embedder"] and (f["cv_modality_accuracy"] or 0.0) >= max(plain):
-                started = time.perf_counter()
-                f["per_fold_retriever_cv"] = per_fold_retriever_cv(v, train, train_modality, retriever_config, work,
-                                                                   progress=not args.no_progress)
-                f["per_fold_retriever_cv"]["seconds"] = round(time.perf_counter() - started, 1)
+        for v in chosen_among:
+            started = time.perf_counter()
+            figures[v]["per_fold_cv"] = per_fold_cv(v, train, train_modality, retriever_config, work, progress=not args.no_progress)
+            figures[v]["per_fold_cv"]["seconds"] = round(time.perf_counter() - started, 1)
 
     def cv_for_choice(v: str) -> float:
-        return (figures[v].get("per_fold_retriever_cv") or figures[v])["cv_modality_accuracy"] or 0.0
+        return (figures[v].get("per_fold_cv") or figures[v])["cv_modality_accuracy"] or 0.0
 
-    used = max(figures, key=cv_for_choice)
+    used = max(chosen_among, key=cv_for_choice)
     plane_used = max(figures, key=lambda v: figures[v]["cv_plane_accuracy"] or 0.0)
     result["modality_selection"] = {
         "rule": "headline = the variant with the best grouped cross-validated modality accuracy on the training cases "
                 "(ties: the earlier, simpler one); held-out figures are reported, never used to choose",
-        "retriever_cv": retriever_cv,
-        "retriever_cv_rule": ("variants with retriever vectors whose CV figure reached the best of the others were "
-                              "cross-validated again with a retriever trained per fold, and chosen by that figure"
-                              if retriever_cv == "per-fold" else
-                              "variants with retriever vectors are chosen by their ordinary CV figure, which leans optimistic "
-                              "(the retriever saw the validation folds' captions)"),
+        "final_cv": final_cv,
+        "final_cv_rule": ("finalists: the best variant without retriever vectors by ordinary CV and every variant with them "
+                          "that reaches its figure; each finalist cross-validated again per fold (nested: C chosen inside each "
+                          "fold; a retriever trained per fold where it uses one); the best finalist is the headline"
+                          if final_cv == "per-fold" else
+                          "none: the best ordinary CV figure; those of variants with retriever vectors lean optimistic "
+                          "(the retriever saw the validation folds' captions)"),
+        "finalists": chosen_among if final_cv == "per-fold" else [],
         "candidates": args.variants,
         "variants": {v: {"cv_modality_accuracy": f["cv_modality_accuracy"], "cv_used_for_choice": cv_for_choice(v),
                          "heldout_modality_accuracy": f["modality_accuracy"]} for v, f in figures.items()}}
     result["modality"] = {"used": used, "chosen_by": "best cross-validated modality accuracy on the training cases"
-                          + (" (retriever variants: with a retriever per fold)" if retriever_cv == "per-fold" else ""), **figures[used]}
+                          + (" (finalists: nested, a retriever per fold)" if final_cv == "per-fold" else ""), **figures[used]}
     result["plane"] = {"used": plane_used, "chosen_by": "best cross-validated plane accuracy on the training cases",
                        **{k: figures[plane_used].get(k) for k in ("plane_accuracy", "plane_majority", "plane_samples", "cv_plane_accuracy")}}
     result["modality_classes"] = extra_class_report(train_modality, test_modality, extra, figures[used], figures["image_statistics"])
@@ -475,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
               f"modality accuracy {figures['modality_accuracy']:.3f} (as labelled {figures['modality_accuracy_as_labelled']:.3f}, "
               f"majority {figures['modality_majority']:.3f}), "
               f"plane accuracy {figures.get('plane_accuracy')} (majority {figures.get('plane_majority')}), {figures['samples']} images")
-    print(f"* the headline: the best CV figure ({result['modality_selection']['retriever_cv']} retriever CV for retriever variants)")
+    print(f"* the headline: {result['modality']['chosen_by']}")
     print(f"wrote {out}")
     if tmp is not None:
         tmp.cleanup()

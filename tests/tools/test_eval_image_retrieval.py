@@ -89,7 +89,7 @@ def test_variants_cover_every_feature_set_and_view_set_and_saved_ones_are_reused
     assert not tool.saved_as_asked(folder, asked, None)
 
 
-def test_per_fold_retriever_cv_trains_a_retriever_per_fold_and_scores_each_fold_once(tool, tmp_path):
+def test_per_fold_cv_trains_a_retriever_per_fold_and_scores_each_fold_once(tool, tmp_path):
     """Each training case is scored once, by a classifier and a retriever that never saw it; folders are reused."""
     import numpy as np
     from PIL import Image
@@ -112,7 +112,7 @@ def test_per_fold_retriever_cv_trains_a_retriever_per_fold_and_scores_each_fold_
     config = {"training": {"epochs": 1, "batch_size": 8, "seed": 0}, "image_size": 24, "embed_dim": 8,
               "architecture": {"widths": [4, 8]}, "text_model": {"spec": "hashing:32"}}
     work = tmp_path / "per_fold"
-    figures = tool.per_fold_retriever_cv("statistics_and_retriever", pairs, samples, config, work)
+    figures = tool.per_fold_cv("statistics_and_retriever", pairs, samples, config, work)
     folds = {_fold_of(s[3], CV_FOLDS) for s in samples}
     assert figures["samples"] == len(samples) and len(figures["folds"]) == CV_FOLDS
     assert figures["cv_modality_accuracy"] >= 0.9  # the grey levels alone tell these apart
@@ -122,5 +122,19 @@ def test_per_fold_retriever_cv_trains_a_retriever_per_fold_and_scores_each_fold_
         assert trained_on == sum(_fold_of(s[3], CV_FOLDS) != k for s in samples)  # the fold itself is left out
     assert len(folds) > 1
     stamp = (work / "retriever0" / "config.json").stat().st_mtime
-    assert tool.per_fold_retriever_cv("statistics_and_retriever", pairs, samples, config, work) == figures
+    assert tool.per_fold_cv("statistics_and_retriever", pairs, samples, config, work) == figures
     assert (work / "retriever0" / "config.json").stat().st_mtime == stamp  # reused, not trained again
+    plain = tool.per_fold_cv("image_statistics", pairs, samples, config, tmp_path / "plain")  # no retriever to train
+    assert plain["samples"] == len(samples) and not list((tmp_path / "plain").glob("retriever*"))
+
+
+def test_finalists_are_the_best_plain_variant_and_retriever_variants_that_reach_it(tool):
+    def cv(**figures):
+        return {v: {"cv_modality_accuracy": a} for v, a in figures.items()}
+
+    figures = cv(image_statistics=0.91, statistics_and_retriever=0.95, ensemble_texture_scattering_flip_crop=0.947,
+                 statistics_physics_and_retriever_flip_crop=0.94, ensemble_texture_scattering_retriever=0.947)
+    assert tool.finalists(figures) == ["statistics_and_retriever", "ensemble_texture_scattering_flip_crop",
+                                       "ensemble_texture_scattering_retriever"]
+    assert tool.finalists(cv(image_statistics=0.93, statistics_and_texture=0.93)) == ["image_statistics"]  # ties: the earlier
+    assert tool.finalists(cv(retriever_vectors=0.9, statistics_and_retriever=0.92)) == ["statistics_and_retriever"]
