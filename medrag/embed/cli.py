@@ -138,7 +138,7 @@ def images_train_modality(
     metrics = train_modality_classifier([samples[int(p.image_path)] for p in train], target,
                                         eval_samples=[samples[int(p.image_path)] for p in test], embedder=image_embedder,
                                         views=[v.strip() for v in views.split(",") if v.strip()], physics=physics, ensemble=ensemble,
-                                        texture=texture, scattering=scattering, head=head)
+                                        texture=texture, scattering=scattering, head=head, progress=settings.progress)
     typer.echo(f"trained on {metrics['samples']} images ({', '.join(metrics['heads']['modality'])}) -> {target}")
     held = metrics.get("heldout") or {}
     if held:

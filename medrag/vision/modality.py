@@ -796,7 +796,7 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
                               min_plane_examples: int = 20, min_modality_examples: int = 5, embedder=None,
                               statistics: bool = True, physics: bool = False, views: Sequence[str] = ("original",),
                               ensemble: bool = False, texture: bool = False, scattering: bool = False,
-                              head: str = "logistic") -> dict:
+                              head: str = "logistic", progress: bool = False) -> dict:
     """Fit the classifier on (image_path, modality, plane or None, group) samples and save it.
 
     Features: ``image_statistics``; with ``physics`` the cues of ``image_physics`` are appended; with
@@ -819,7 +819,8 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
 
     Planes seen fewer than ``min_plane_examples`` times are left out of the plane head.
     ``eval_samples`` (held apart, e.g. whole cases) give the accuracies stored in the config.
-    Unreadable images are logged and skipped.
+    Unreadable images are logged and skipped. ``progress`` shows a bar while image features are computed
+    (the slow part: seconds per hundred images and view with scattering).
     """
     import hashlib
 
@@ -839,7 +840,7 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
                          f"scattering, an embedder; got {[m['features'] for m in members]}")
     if ensemble and head != "logistic":
         raise InputError("an ensemble is made of logistic regressions: leave head='logistic' or drop ensemble")
-    feats, kept = _features_of(samples, embedder, blocks, views)  # (views, samples, dim)
+    feats, kept = _features_of(samples, embedder, blocks, views, progress=progress)  # (views, samples, dim)
     samples = [samples[i] for i in kept]
     counts = {m: sum(s[1] == m for s in samples) for m in sorted({s[1] for s in samples})}
     too_few = {m: n for m, n in counts.items() if n < min_modality_examples}
@@ -999,15 +1000,17 @@ def _file_feature(path: str, mtime: float, view: str, name: str) -> np.ndarray:
 
 
 def _features_of(samples, embedder=None, blocks: Sequence[str] = (STATISTICS,),
-                 views: Sequence[str] = ("original",)) -> tuple[np.ndarray, list[int]]:
+                 views: Sequence[str] = ("original",), progress: bool = False) -> tuple[np.ndarray, list[int]]:
     """(views, readable samples, dim) features of the sample images (unreadable ones are logged and skipped), in batches.
 
     Images are read with ``load_image`` (PNG/JPEG/16-bit/DICOM, windowed for display), as intake reads them.
     """
+    from tqdm.auto import tqdm
+
     from medrag.vision.image import load_image
 
     parts, kept, batch, rows = [], [], [], []
-    for i, sample in enumerate(samples):
+    for i, sample in enumerate(tqdm(samples, desc="image features", unit="image", disable=not progress)):
         try:
             mtime = os.stat(sample[0]).st_mtime
             row = [np.concatenate([_file_feature(str(sample[0]), mtime, v, name) for name in blocks]) for v in views] if blocks else None

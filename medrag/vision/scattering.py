@@ -61,18 +61,26 @@ def morlet_filters(n: int, scales: int, orientations: int) -> dict[tuple[int, in
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _stacked_filters(n: int, scales: int, orientations: int) -> dict[tuple[int, int], np.ndarray]:
+    """The filters of ``morlet_filters`` stacked over orientation, keyed (scale j, level): (orientations, m, m)."""
+    filters = morlet_filters(n, scales, orientations)
+    return {(j, level): np.stack([filters[(j, t, level)] for t in range(orientations)])
+            for j in range(scales) for level in range(j + 1)}
+
+
 def _subsample(spectrum: np.ndarray, factor: int) -> np.ndarray:
-    """Spectrum of the signal subsampled by FACTOR in both directions (aliases averaged)."""
+    """Spectra (..., n, n) of the signals subsampled by FACTOR in both directions (aliases averaged)."""
     if factor == 1:
         return spectrum
-    m = spectrum.shape[0] // factor
-    return spectrum.reshape(factor, m, factor, m).mean(axis=(0, 2))
+    m = spectrum.shape[-1] // factor
+    return spectrum.reshape(*spectrum.shape[:-2], factor, m, factor, m).mean(axis=(-4, -2))
 
 
 def _blocks(u: np.ndarray, size: int) -> np.ndarray:
-    """U averaged over square blocks down to size x size (a stand-in for the final Gaussian low-pass)."""
-    k = u.shape[0] // size
-    return u.reshape(size, k, size, k).mean(axis=(1, 3)) if k > 1 else u
+    """U (..., n, n) averaged over square blocks down to size x size (a stand-in for the final Gaussian low-pass)."""
+    k = u.shape[-1] // size
+    return u.reshape(*u.shape[:-2], size, k, size, k).mean(axis=(-3, -1)) if k > 1 else u
 
 
 def scattering(x: np.ndarray, scales: int = 4, orientations: int = 8) -> np.ndarray:
@@ -84,16 +92,17 @@ def scattering(x: np.ndarray, scales: int = 4, orientations: int = 8) -> np.ndar
     if x.ndim != 2 or x.shape[1] != n or n % 2**scales:
         raise InputError(f"scattering needs a square image whose side divides by {2**scales}, got shape {x.shape}")
     size = n // 2**scales
-    filters = morlet_filters(n, scales, orientations)
+    filters = _stacked_filters(n, scales, orientations)
     spectrum = fft.fft2(x)  # complex64: scipy keeps single precision, twice as fast as numpy's complex128
-    out = [_blocks(x, size)]
+    out = [_blocks(x, size)[None]]
     second = []
+    # All orientations of one scale go through one batched FFT call: many small transforms cost mostly call overhead.
     for j1 in range(scales):
+        u1 = np.abs(fft.ifft2(_subsample(spectrum[None] * filters[(j1, 0)], 2**j1)))  # (orientations, m, m)
+        out.append(_blocks(u1, size))
+        u1_spectra = fft.fft2(u1)
         for t1 in range(orientations):
-            u1 = np.abs(fft.ifft2(_subsample(spectrum * filters[(j1, t1, 0)], 2**j1)))
-            out.append(_blocks(u1, size))
-            u1_spectrum = fft.fft2(u1)
             for j2 in range(j1 + 1, scales):
-                for t2 in range(orientations):
-                    second.append(_blocks(np.abs(fft.ifft2(_subsample(u1_spectrum * filters[(j2, t2, j1)], 2 ** (j2 - j1)))), size))
-    return np.stack(out + second).astype(np.float32)
+                u2 = np.abs(fft.ifft2(_subsample(u1_spectra[t1][None] * filters[(j2, j1)], 2 ** (j2 - j1))))
+                second.append(_blocks(u2, size))
+    return np.concatenate(out + second).astype(np.float32)

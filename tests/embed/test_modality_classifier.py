@@ -268,3 +268,12 @@ def test_trained_on_an_image_embedders_vectors(tmp_path):
             ModalityClassifier(tmp_path / "clf").predict(image)
         with pytest.raises(ModelUnavailable, match="train it again"):
             ModalityClassifier(tmp_path / "clf", embedder=FakeImageTextEmbedder(49)).predict(image)
+
+
+def test_progress_shows_a_bar_over_the_images_only_when_asked(tmp_path, capsys):
+    samples = synthetic(tmp_path, n=3)
+    train_modality_classifier(samples, tmp_path / "quiet", min_modality_examples=2, c=1.0)
+    assert "image features" not in capsys.readouterr().err
+    train_modality_classifier(samples, tmp_path / "shown", min_modality_examples=2, c=1.0, progress=True)
+    err = capsys.readouterr().err
+    assert "image features" in err and f"{len(samples)}/{len(samples)}" in err
