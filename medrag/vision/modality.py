@@ -796,7 +796,7 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
                               min_plane_examples: int = 20, min_modality_examples: int = 5, embedder=None,
                               statistics: bool = True, physics: bool = False, views: Sequence[str] = ("original",),
                               ensemble: bool = False, texture: bool = False, scattering: bool = False,
-                              head: str = "logistic", progress: bool = False) -> dict:
+                              head: str = "logistic", progress: bool = False, workers: int | None = None) -> dict:
     """Fit the classifier on (image_path, modality, plane or None, group) samples and save it.
 
     Features: ``image_statistics``; with ``physics`` the cues of ``image_physics`` are appended; with
@@ -820,7 +820,8 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
     Planes seen fewer than ``min_plane_examples`` times are left out of the plane head.
     ``eval_samples`` (held apart, e.g. whole cases) give the accuracies stored in the config.
     Unreadable images are logged and skipped. ``progress`` shows a bar while image features are computed
-    (the slow part: seconds per hundred images and view with scattering).
+    (the slow part: seconds per hundred images and view with scattering), by ``workers`` processes (default: one
+    per CPU) when there are at least ``PARALLEL_FROM`` images.
     """
     import hashlib
 
@@ -840,7 +841,7 @@ def train_modality_classifier(samples: Sequence[tuple[str, str, str | None, str]
                          f"scattering, an embedder; got {[m['features'] for m in members]}")
     if ensemble and head != "logistic":
         raise InputError("an ensemble is made of logistic regressions: leave head='logistic' or drop ensemble")
-    feats, kept = _features_of(samples, embedder, blocks, views, progress=progress)  # (views, samples, dim)
+    feats, kept = _features_of(samples, embedder, blocks, views, progress=progress, workers=workers)  # (views, samples, dim)
     samples = [samples[i] for i in kept]
     counts = {m: sum(s[1] == m for s in samples) for m in sorted({s[1] for s in samples})}
     too_few = {m: n for m, n in counts.items() if n < min_modality_examples}
@@ -991,32 +992,98 @@ def _features(images: Sequence, embedder=None, blocks: Sequence[str] = (STATISTI
     return np.stack(out).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=32768)
-def _file_feature(path: str, mtime: float, view: str, name: str) -> np.ndarray:
-    # Cached by path, mtime, view and block: an evaluation fits several classifiers on the same images.
+# (path, mtime, view, block) -> features: an evaluation fits several classifiers on the same images.
+_FEATURE_CACHE: dict[tuple[str, float, str, str], np.ndarray] = {}
+FEATURE_CACHE_LIMIT = 65536
+PARALLEL_FROM = 64  # images: fewer are computed in this process (a worker pool takes a second to start)
+
+
+def feature_workers() -> int:
+    """Processes for image features: the CPUs this process may use (features are numpy work, one image at a time)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _file_features(path: str, views: tuple[str, ...], blocks: tuple[str, ...]) -> tuple[bool, object]:
+    """(True, {(view, block): features}) of one image file, or (False, why it could not be read). Runs in workers."""
     from medrag.vision.image import load_image
 
-    return IMAGE_FEATURES[name](image_view(load_image(path, modality="unknown"), view))
+    try:
+        image = load_image(path, modality="unknown")
+        return True, {(view, name): IMAGE_FEATURES[name](image_view(image, view)) for view in views for name in blocks}
+    except (OSError, InputError, ValueError) as exc:
+        return False, str(exc)
+
+
+def _cache_file_features(paths: Sequence[str], views: tuple[str, ...], blocks: tuple[str, ...], progress: bool,
+                         workers: int | None) -> dict[str, str]:
+    """Compute the missing (view, block) features of PATHS into _FEATURE_CACHE, in a pool of worker processes when there
+    are many; returns {path: why it was skipped} for unreadable files."""
+    from tqdm.auto import tqdm
+
+    def key(path: str, view: str, name: str) -> tuple[str, float, str, str]:
+        return path, os.stat(path).st_mtime, view, name
+
+    missing, failed = [], {}
+    for path in dict.fromkeys(paths):
+        try:
+            if any(key(path, v, name) not in _FEATURE_CACHE for v in views for name in blocks):
+                missing.append(path)
+        except OSError as exc:
+            failed[path] = str(exc)
+    workers = feature_workers() if workers is None else max(1, workers)
+    computed = []
+    with tqdm(total=len(missing), desc="image features", unit="image", disable=not progress) as bar:
+        if workers > 1 and len(missing) >= PARALLEL_FROM:
+            from joblib import Parallel, delayed
+
+            # joblib's loky workers are fresh processes (a fork could deadlock on torch's thread pools held by the
+            # caller) that, unlike multiprocessing's spawn, do not re-run a user's script lacking a __main__ guard.
+            tasks = (delayed(_file_features)(path, views, blocks) for path in missing)
+            for path, result in zip(missing, Parallel(n_jobs=min(workers, len(missing)), return_as="generator", batch_size=4)(tasks)):
+                computed.append((path, result))
+                bar.update(1)
+        else:
+            for path in missing:
+                computed.append((path, _file_features(path, views, blocks)))
+                bar.update(1)
+    if len(_FEATURE_CACHE) + len(computed) * len(views) * len(blocks) > FEATURE_CACHE_LIMIT:
+        _FEATURE_CACHE.clear()
+    for path, (ok, payload) in computed:
+        if not ok:
+            failed[path] = payload
+            continue
+        for (view, name), value in payload.items():
+            _FEATURE_CACHE[key(path, view, name)] = value
+    return failed
 
 
 def _features_of(samples, embedder=None, blocks: Sequence[str] = (STATISTICS,),
-                 views: Sequence[str] = ("original",), progress: bool = False) -> tuple[np.ndarray, list[int]]:
-    """(views, readable samples, dim) features of the sample images (unreadable ones are logged and skipped), in batches.
+                 views: Sequence[str] = ("original",), progress: bool = False,
+                 workers: int | None = None) -> tuple[np.ndarray, list[int]]:
+    """(views, readable samples, dim) features of the sample images (unreadable ones are logged and skipped).
 
-    Images are read with ``load_image`` (PNG/JPEG/16-bit/DICOM, windowed for display), as intake reads them.
+    Images are read with ``load_image`` (PNG/JPEG/16-bit/DICOM, windowed for display), as intake reads them. The
+    per-image blocks are computed by ``workers`` processes (default: one per CPU) when there are many images, and
+    cached; the embedder's vectors in batches, in this process.
     """
-    from tqdm.auto import tqdm
-
     from medrag.vision.image import load_image
 
+    views, blocks = tuple(views), tuple(blocks)
+    failed = _cache_file_features([str(s[0]) for s in samples], views, blocks, progress, workers) if blocks else {}
     parts, kept, batch, rows = [], [], [], []
-    for i, sample in enumerate(tqdm(samples, desc="image features", unit="image", disable=not progress)):
+    for i, sample in enumerate(samples):
+        path = str(sample[0])
         try:
-            mtime = os.stat(sample[0]).st_mtime
-            row = [np.concatenate([_file_feature(str(sample[0]), mtime, v, name) for name in blocks]) for v in views] if blocks else None
-            display = load_image(sample[0], modality="unknown").display if embedder is not None else None
-        except (OSError, InputError, ValueError) as exc:
-            log.warning("skipping %s: %s", sample[0], exc)
+            if path in failed:
+                raise InputError(failed[path])
+            mtime = os.stat(path).st_mtime
+            row = [np.concatenate([_FEATURE_CACHE[(path, mtime, v, name)] for name in blocks]) for v in views] if blocks else None
+            display = load_image(path, modality="unknown").display if embedder is not None else None
+        except (OSError, InputError, ValueError, KeyError) as exc:
+            log.warning("skipping %s: %s", path, exc)
             continue
         kept.append(i)
         rows.append(row)

@@ -271,9 +271,12 @@ def test_trained_on_an_image_embedders_vectors(tmp_path):
 
 
 def test_progress_shows_a_bar_over_the_images_only_when_asked(tmp_path, capsys):
+    from medrag.vision.modality import _FEATURE_CACHE
+
     samples = synthetic(tmp_path, n=3)
     train_modality_classifier(samples, tmp_path / "quiet", min_modality_examples=2, c=1.0)
     assert "image features" not in capsys.readouterr().err
+    _FEATURE_CACHE.clear()  # the bar counts the images whose features are computed, not those cached
     train_modality_classifier(samples, tmp_path / "shown", min_modality_examples=2, c=1.0, progress=True)
     err = capsys.readouterr().err
     assert "image features" in err and f"{len(samples)}/{len(samples)}" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,8 @@ def test_variants_cover_every_feature_set_and_view_set_and_saved_ones_are_reused
         "image_statistics_mlp_flip_crop", "statistics_and_texture_mlp_flip_crop"}  # the slow head: image-only features, three views
     assert set(tool.CORE_VARIANTS) < set(variants) and tool.CORE_VARIANTS[0] == "image_statistics"  # the class report uses it
     assert tool.VARIANT_SETS["all"] == tuple(variants) and tool.VARIANT_SETS["core"] == tool.CORE_VARIANTS
+    # --train-data's default: the baseline (first, as the class report needs) and the headline recipe, one of core's
+    assert tool.HEADLINE_VARIANTS[0] == "image_statistics" and set(tool.HEADLINE_VARIANTS) <= set(tool.CORE_VARIANTS)
     assert all(set(tool.VARIANT_BASE) | {"embedder", "views"} == set(recipe) for recipe in variants.values())  # every option stated
     assert variants["statistics_and_texture_flip"] == {**tool.VARIANT_BASE, "embedder": False, "texture": True, "views": ("original", "hflip")}
     assert variants["ensemble_statistics_retriever_flip_crop"] == {**tool.VARIANT_BASE, "embedder": True, "ensemble": True,
@@ -138,3 +141,27 @@ def test_finalists_are_the_best_plain_variant_and_retriever_variants_that_reach_
                                        "ensemble_texture_scattering_retriever"]
     assert tool.finalists(cv(image_statistics=0.93, statistics_and_texture=0.93)) == ["image_statistics"]  # ties: the earlier
     assert tool.finalists(cv(retriever_vectors=0.9, statistics_and_retriever=0.92)) == ["statistics_and_retriever"]
+
+
+def test_the_contract_command_trains_on_one_folder_and_writes_the_headline_figures_of_another(tool, tmp_path):
+    """--train-data A --data B --out FILE (the issue's acceptance command) end to end, on small synthetic folders."""
+    sys.path.insert(0, str(ROOT / "tests" / "vision"))
+    from test_vision_modality_views import synthetic_medpix
+
+    folders = []
+    for name in ("a", "b"):
+        folder = synthetic_medpix(tmp_path / name)
+        rows = [json.loads(line) for line in (folder / "images.jsonl").read_text().splitlines()]
+        (folder / "images.jsonl").write_text("".join(
+            json.dumps({**r, "caption": f"{r['plane']} {r['modality_type']} image of {r['case_id']}"}) + "\n" for r in rows))
+        folders.append(folder)
+    out = tmp_path / "out.json"
+    assert tool.main(["--train-data", str(folders[0]), "--data", str(folders[1]), "--out", str(out), "--cache", str(tmp_path / "cache"),
+                      "--epochs", "1", "--extra-images", str(tmp_path / "none"), "--label-audit", "none", "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert list(result)[:4] == ["image_to_case_recall@10", "text_to_image_recall@10", "image_to_text_recall@10", "chance@10"]
+    assert {"modality_accuracy", "plane_accuracy", "n_images"} <= set(result) and result["n_images"] == 16
+    assert 0.0 <= result["text_to_image_recall@10"] <= 1.0 and 0.0 <= result["modality_accuracy"] <= 1.0
+    # one image per synthetic case: no same-case query, so that figure is None instead of a crash at the end of the run
+    assert result["image_to_case_recall@10"] is None and result["target"]["met"] is None
+    assert result["modality_selection"]["candidates"] == "headline" and set(result["modality_variants"]) == set(tool.HEADLINE_VARIANTS)

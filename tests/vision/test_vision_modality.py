@@ -81,3 +81,26 @@ def test_rules_on_medpix_and_the_shared_radiographs(shared_data: Path):
     films = [json.loads(line) for line in (shared_data / "images/index.jsonl").read_text().splitlines()]
     films = [f for f in films if f["modality"].split()[0] in ("X-ray", "CR")]
     assert films and all(load_image(shared_data / "images" / f["file"]).modality == "xray" for f in films)
+
+
+def test_image_features_in_worker_processes_equal_those_computed_here(tmp_path: Path, caplog):
+    """Many images go to worker processes; their features are the same numbers, and a bad file is skipped either way."""
+    from medrag.vision import modality
+
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(modality.PARALLEL_FROM + 2):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40 + i % 7, 48), dtype=np.uint8), "L").save(path)
+        samples.append((str(path), "ct" if i % 2 else "mr", None, f"case{i}"))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    samples.insert(5, (str(tmp_path / "broken.png"), "ct", None, "broken"))
+    blocks, views = (modality.TEXTURE,), ("original", "hflip")
+    modality._FEATURE_CACHE.clear()
+    here, kept_here = modality._features_of(samples, None, blocks, views, workers=1)
+    modality._FEATURE_CACHE.clear()
+    with caplog.at_level("WARNING"):
+        pooled, kept_pooled = modality._features_of(samples, None, blocks, views, workers=2)
+    assert kept_here == kept_pooled and 5 not in kept_pooled and len(kept_pooled) == len(samples) - 1
+    assert here.shape == (2, len(samples) - 1, here.shape[-1]) and np.array_equal(here, pooled)
+    assert "broken.png" in caplog.text
