@@ -149,12 +149,14 @@ MODALITY_VARIANTS |= {f"{name}_mlp_flip_crop": {**VARIANT_BASE, **FEATURE_SETS[n
 # The default candidates (--variants core): statistics alone as the baseline, the former headline (statistics + physics
 # + retriever vectors, three views) and the two three-view scattering ensembles, which had the best cross-validated
 # accuracy of the variants measured on the training cases (2026-11-26). All 33 (--variants all) take about 45 minutes
-# on 2 cores. The former five-candidate set's --train-data run took 929 s on an idle machine; these four add the
-# scattering features and two ensembles: about 1100 s estimated from their timings, inside the 20 minutes.
+# on 2 cores (measured before features moved to worker processes and CV folds to threads).
 CORE_VARIANTS = ("image_statistics", "statistics_physics_and_retriever_flip_crop", "ensemble_texture_scattering_flip_crop",
                  "ensemble_texture_scattering_retriever_flip_crop")
 # With --train-data (the acceptance contract: train on one folder, evaluate on another, inside 20 minutes) the default
 # candidates are the baseline and the recipe the two-stage choice picked on the MedPix split (docs/image_retrieval.md).
+# Measured idle on 2 cores, --train-data ../shared/data --data ../shared/data, nothing cached (2026-12-07): the four
+# core variants took 27 minutes with features and folds computed one at a time; these two take 8 minutes (retriever
+# 65 s, statistics 38 s, the scattering ensemble 346 s).
 HEADLINE_VARIANTS = ("image_statistics", "ensemble_texture_scattering_flip_crop")
 VARIANT_SETS = {"core": CORE_VARIANTS, "headline": HEADLINE_VARIANTS, "all": tuple(MODALITY_VARIANTS)}
 
