@@ -1080,7 +1080,9 @@ def _cache_file_features(paths: Sequence[str], views: tuple[str, ...], blocks: t
                 computed.append((path, _file_features(path, views, blocks)))
                 bar.update(1)
     if len(_FEATURE_CACHE) + len(computed) * len(views) * len(blocks) > FEATURE_CACHE_LIMIT:
-        _FEATURE_CACHE.clear()
+        wanted = set(paths)  # evict other images' features only: this call reads its cached ones next
+        for stale in [k for k in _FEATURE_CACHE if k[0] not in wanted]:
+            del _FEATURE_CACHE[stale]
     for path, (ok, payload) in computed:
         if not ok:
             failed[path] = payload
@@ -1112,7 +1114,7 @@ def _features_of(samples, embedder=None, blocks: Sequence[str] = (STATISTICS,),
             mtime = os.stat(path).st_mtime
             row = [np.concatenate([_FEATURE_CACHE[(path, mtime, v, name)] for name in blocks]) for v in views] if blocks else None
             display = load_image(path, modality="unknown").display if embedder is not None else None
-        except (OSError, InputError, ValueError, KeyError) as exc:
+        except (OSError, InputError, ValueError, KeyError) as exc:  # KeyError: the file changed since its features were cached
             log.warning("skipping %s: %s", path, exc)
             continue
         kept.append(i)

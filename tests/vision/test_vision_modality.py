@@ -104,3 +104,20 @@ def test_image_features_in_worker_processes_equal_those_computed_here(tmp_path: 
     assert kept_here == kept_pooled and 5 not in kept_pooled and len(kept_pooled) == len(samples) - 1
     assert here.shape == (2, len(samples) - 1, here.shape[-1]) and np.array_equal(here, pooled)
     assert "broken.png" in caplog.text
+
+
+def test_a_full_feature_cache_evicts_other_images_never_those_being_read(tmp_path: Path, monkeypatch):
+    from medrag.vision import modality
+
+    samples = []
+    for i in range(4):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((20, 20), 40 * i, dtype=np.uint8), "L").save(path)
+        samples.append((str(path), "ct", None, f"case{i}"))
+    modality._FEATURE_CACHE.clear()
+    modality._features_of(samples[:2], None, (modality.PHYSICS,))  # cached: 2 entries
+    modality._FEATURE_CACHE[("/elsewhere.png", 0.0, "original", modality.PHYSICS)] = np.zeros(17, np.float32)
+    monkeypatch.setattr(modality, "FEATURE_CACHE_LIMIT", 3)  # 3 cached + 1 new > 3: eviction
+    feats, kept = modality._features_of(samples[:3], None, (modality.PHYSICS,))
+    assert kept == [0, 1, 2] and feats.shape == (1, 3, 17)
+    assert {k[0] for k in modality._FEATURE_CACHE} == {s[0] for s in samples[:3]}  # only the other image went
