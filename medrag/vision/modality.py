@@ -1048,21 +1048,21 @@ def _file_features(path: str, views: tuple[str, ...], blocks: tuple[str, ...]) -
 
 
 def _cache_file_features(paths: Sequence[str], views: tuple[str, ...], blocks: tuple[str, ...], progress: bool,
-                         workers: int | None) -> dict[str, str]:
+                         workers: int | None) -> tuple[dict[str, float], dict[str, str]]:
     """Compute the missing (view, block) features of PATHS into _FEATURE_CACHE, in a pool of worker processes when there
-    are many; returns {path: why it was skipped} for unreadable files."""
+    are many. Returns ({path: the mtime its features are cached under}, {path: why it was skipped}): each file is
+    stat'ed once, so the features are read back under the key they were stored with."""
     from tqdm.auto import tqdm
 
-    def key(path: str, view: str, name: str) -> tuple[str, float, str, str]:
-        return path, os.stat(path).st_mtime, view, name
-
-    missing, failed = [], {}
+    mtime_of, missing, failed = {}, [], {}
     for path in dict.fromkeys(paths):
         try:
-            if any(key(path, v, name) not in _FEATURE_CACHE for v in views for name in blocks):
-                missing.append(path)
+            mtime_of[path] = os.stat(path).st_mtime
         except OSError as exc:
             failed[path] = str(exc)
+            continue
+        if any((path, mtime_of[path], v, name) not in _FEATURE_CACHE for v in views for name in blocks):
+            missing.append(path)
     workers = feature_workers() if workers is None else max(1, workers)
     computed = []
     with tqdm(total=len(missing), desc="image features", unit="image", disable=not progress) as bar:
@@ -1088,8 +1088,8 @@ def _cache_file_features(paths: Sequence[str], views: tuple[str, ...], blocks: t
             failed[path] = payload
             continue
         for (view, name), value in payload.items():
-            _FEATURE_CACHE[key(path, view, name)] = value
-    return failed
+            _FEATURE_CACHE[(path, mtime_of[path], view, name)] = value
+    return mtime_of, failed
 
 
 def _features_of(samples, embedder=None, blocks: Sequence[str] = (STATISTICS,),
@@ -1104,17 +1104,16 @@ def _features_of(samples, embedder=None, blocks: Sequence[str] = (STATISTICS,),
     from medrag.vision.image import load_image
 
     views, blocks = tuple(views), tuple(blocks)
-    failed = _cache_file_features([str(s[0]) for s in samples], views, blocks, progress, workers) if blocks else {}
+    mtime_of, failed = _cache_file_features([str(s[0]) for s in samples], views, blocks, progress, workers) if blocks else ({}, {})
     parts, kept, batch, rows = [], [], [], []
     for i, sample in enumerate(samples):
         path = str(sample[0])
         try:
             if path in failed:
                 raise InputError(failed[path])
-            mtime = os.stat(path).st_mtime
-            row = [np.concatenate([_FEATURE_CACHE[(path, mtime, v, name)] for name in blocks]) for v in views] if blocks else None
+            row = [np.concatenate([_FEATURE_CACHE[(path, mtime_of[path], v, name)] for name in blocks]) for v in views] if blocks else None
             display = load_image(path, modality="unknown").display if embedder is not None else None
-        except (OSError, InputError, ValueError, KeyError) as exc:  # KeyError: the file changed since its features were cached
+        except (OSError, InputError, ValueError) as exc:
             log.warning("skipping %s: %s", path, exc)
             continue
         kept.append(i)
